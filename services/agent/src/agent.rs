@@ -1,0 +1,332 @@
+//! The request lifecycle: ticket → run → lock → commit, retried with the same ticket when an
+//! older transaction wounds it.
+
+use crate::access::TransactionAccess;
+use crate::runner::{AccessError, RunError, Runner};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use parsec_broker::{Broker, BrokerError, CommitOutcome};
+use parsec_core::{Key, LockMode, Settings, Ticket, Value, WriteSet};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// Longest contract key accepted.
+pub const MAX_CONTRACT_KEY_BYTES: usize = 1024;
+/// Largest contract argument accepted.
+pub const MAX_PARAM_BYTES: usize = 1 << 20;
+/// Largest contract accepted by deploy.
+pub const MAX_CODE_BYTES: usize = 1 << 20;
+/// Contracts whose code the agent keeps (checked at every call, see `access`).
+const CODE_CACHE_ENTRIES: usize = 10_000;
+
+/// A contract call.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub contract: Key,
+    pub param: Bytes,
+    pub read_only: bool,
+}
+
+/// A committed call.
+#[derive(Clone, Debug)]
+pub struct CallResult {
+    pub ticket: Ticket,
+    /// Attempts it took (1 = no retry).
+    pub attempts: u32,
+    /// Normal call: the committed writes. Read-only call: what the contract returned.
+    pub writes: WriteSet,
+    pub outcome: CommitOutcome,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("no contract is stored under key {0}")]
+    ContractNotFound(String),
+    #[error(transparent)]
+    Run(RunError),
+    #[error(transparent)]
+    Broker(BrokerError),
+    #[error("gave up after {attempts} attempts in {elapsed:?}: {last}")]
+    Timeout {
+        attempts: u32,
+        elapsed: Duration,
+        last: String,
+    },
+    #[error("agent overloaded: {0} calls in flight")]
+    Overloaded(usize),
+}
+
+/// Why one attempt ended without committing.
+enum AttemptError {
+    /// Run it again with the same ticket.
+    Retry {
+        reason: String,
+        backoff: bool,
+    },
+    Fatal(AgentError),
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    pub transaction_timeout: Duration,
+    pub max_in_flight: usize,
+}
+
+impl From<&Settings> for AgentSettings {
+    fn from(s: &Settings) -> Self {
+        Self {
+            transaction_timeout: Duration::from_millis(s.transaction_timeout_ms),
+            max_in_flight: 16_384,
+        }
+    }
+}
+
+/// Runs contract calls as transactions.
+pub struct Agent {
+    broker: Arc<Broker>,
+    runner: Arc<dyn Runner>,
+    settings: AgentSettings,
+    code_cache: Mutex<HashMap<Key, Value>>,
+    in_flight: Semaphore,
+}
+
+impl Agent {
+    pub fn new(broker: Arc<Broker>, runner: Arc<dyn Runner>, settings: AgentSettings) -> Arc<Self> {
+        Arc::new(Self {
+            broker,
+            runner,
+            in_flight: Semaphore::new(settings.max_in_flight),
+            settings,
+            code_cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Runs `call` until it commits, fails for good, or times out.
+    #[tracing::instrument(skip_all, fields(contract = %parsec_core::display_key(&call.contract)))]
+    pub async fn execute(&self, call: Call) -> Result<CallResult, AgentError> {
+        validate_key("contract key", &call.contract)?;
+        if call.param.len() > MAX_PARAM_BYTES {
+            return Err(AgentError::InvalidArgument(format!(
+                "param of {} bytes exceeds {MAX_PARAM_BYTES}",
+                call.param.len()
+            )));
+        }
+        self.with_retries(|ticket, attempt| self.attempt_call(&call, ticket, attempt))
+            .await
+    }
+
+    /// Stores `code` under `key` after checking that it is a valid contract.
+    #[tracing::instrument(skip_all, fields(key = %parsec_core::display_key(&key)))]
+    pub async fn deploy(&self, key: Key, code: Bytes) -> Result<CallResult, AgentError> {
+        validate_key("contract key", &key)?;
+        if code.len() > MAX_CODE_BYTES {
+            return Err(AgentError::InvalidArgument(format!(
+                "contract of {} bytes exceeds {MAX_CODE_BYTES}",
+                code.len()
+            )));
+        }
+        self.runner.validate(&code).map_err(AgentError::Run)?;
+        let result = self
+            .with_retries(|ticket, attempt| self.attempt_deploy(&key, &code, ticket, attempt))
+            .await?;
+        self.cache_code(key, code);
+        Ok(result)
+    }
+
+    /// Committed values of `keys`, without a ticket or locks.
+    pub async fn read(&self, keys: &[Key]) -> Result<Vec<Value>, AgentError> {
+        if keys.len() > crate::access::MAX_KEYS_PER_REQUEST {
+            return Err(AgentError::InvalidArgument(format!(
+                "{} keys in one read; at most {}",
+                keys.len(),
+                crate::access::MAX_KEYS_PER_REQUEST
+            )));
+        }
+        for key in keys {
+            validate_key("key", key)?;
+        }
+        self.broker.read(keys).await.map_err(AgentError::Broker)
+    }
+
+    async fn with_retries<F, Fut>(&self, attempt_once: F) -> Result<CallResult, AgentError>
+    where
+        F: Fn(Ticket, u32) -> Fut,
+        Fut: Future<Output = Result<CallResult, AttemptError>>,
+    {
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| AgentError::Overloaded(self.settings.max_in_flight))?;
+        let started = Instant::now();
+        let ticket = self.broker.ticket().await.map_err(AgentError::Broker)?;
+        let mut attempt = 0u32;
+        loop {
+            match attempt_once(ticket, attempt).await {
+                Ok(result) => return Ok(result),
+                Err(AttemptError::Fatal(error)) => return Err(error),
+                Err(AttemptError::Retry { reason, backoff }) => {
+                    attempt += 1;
+                    if started.elapsed() >= self.settings.transaction_timeout {
+                        return Err(AgentError::Timeout {
+                            attempts: attempt,
+                            elapsed: started.elapsed(),
+                            last: reason,
+                        });
+                    }
+                    tracing::debug!(%ticket, attempt, %reason, "retrying");
+                    if backoff {
+                        tokio::time::sleep(self.broker.backoff(attempt)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt_call(
+        &self,
+        call: &Call,
+        ticket: Ticket,
+        attempt: u32,
+    ) -> Result<CallResult, AttemptError> {
+        let mut access = TransactionAccess::new(self.broker.begin(ticket, attempt), call.read_only);
+        let cached = self.code_cache.lock().get(&call.contract).cloned();
+        let code = match cached {
+            Some(code) => {
+                access.defer_code_lock(call.contract.clone());
+                code
+            }
+            None => {
+                let code = access
+                    .lock_code(call.contract.clone())
+                    .await
+                    .map_err(broker_failure)?;
+                if code.is_empty() {
+                    access.into_transaction().rollback().await;
+                    return Err(AttemptError::Fatal(AgentError::ContractNotFound(
+                        parsec_core::display_key(&call.contract),
+                    )));
+                }
+                self.cache_code(call.contract.clone(), code.clone());
+                code
+            }
+        };
+
+        let run = self
+            .runner
+            .run(&code, &call.param, call.read_only, &mut access)
+            .await;
+        let failure = access.take_failure();
+        let output = match run {
+            Ok(output) => output,
+            Err(error) => {
+                access.into_transaction().rollback().await;
+                return Err(run_failure(error, failure));
+            }
+        };
+
+        // The code we ran must be the code that is committed under the key.
+        let locked = access.locked_code().await.map_err(broker_failure)?;
+        if locked != code {
+            access.into_transaction().rollback().await;
+            if locked.is_empty() {
+                self.code_cache.lock().remove(&call.contract);
+                return Err(AttemptError::Fatal(AgentError::ContractNotFound(
+                    parsec_core::display_key(&call.contract),
+                )));
+            }
+            self.cache_code(call.contract.clone(), locked);
+            return Err(AttemptError::Retry {
+                reason: "contract code changed".into(),
+                backoff: false,
+            });
+        }
+
+        let txn = access.into_transaction();
+        let to_commit = if call.read_only {
+            WriteSet::new()
+        } else {
+            output.writes.clone()
+        };
+        let outcome = txn.commit(to_commit).await.map_err(broker_failure)?;
+        Ok(CallResult {
+            ticket,
+            attempts: attempt + 1,
+            writes: output.writes,
+            outcome,
+        })
+    }
+
+    async fn attempt_deploy(
+        &self,
+        key: &Key,
+        code: &Bytes,
+        ticket: Ticket,
+        attempt: u32,
+    ) -> Result<CallResult, AttemptError> {
+        let mut txn = self.broker.begin(ticket, attempt);
+        txn.lock(&[(key.clone(), LockMode::Write)])
+            .await
+            .map_err(broker_failure)?;
+        let writes: WriteSet = [(key.clone(), code.clone())].into_iter().collect();
+        let outcome = txn.commit(writes.clone()).await.map_err(broker_failure)?;
+        Ok(CallResult {
+            ticket,
+            attempts: attempt + 1,
+            writes,
+            outcome,
+        })
+    }
+
+    fn cache_code(&self, key: Key, code: Value) {
+        let mut cache = self.code_cache.lock();
+        if cache.len() >= CODE_CACHE_ENTRIES && !cache.contains_key(&key) {
+            cache.clear();
+        }
+        cache.insert(key, code);
+    }
+}
+
+fn validate_key(what: &str, key: &[u8]) -> Result<(), AgentError> {
+    if key.is_empty() || key.len() > MAX_CONTRACT_KEY_BYTES {
+        return Err(AgentError::InvalidArgument(format!(
+            "{what} must be 1..={MAX_CONTRACT_KEY_BYTES} bytes, got {}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn broker_failure(error: BrokerError) -> AttemptError {
+    if error.is_retryable() {
+        AttemptError::Retry {
+            reason: error.to_string(),
+            backoff: true,
+        }
+    } else {
+        AttemptError::Fatal(AgentError::Broker(error))
+    }
+}
+
+fn run_failure(error: RunError, failure: Option<BrokerError>) -> AttemptError {
+    match (error, failure) {
+        (RunError::Access(_), Some(broker)) => broker_failure(broker),
+        (RunError::Access(AccessError::Wounded), None) => AttemptError::Retry {
+            reason: "wounded".into(),
+            backoff: true,
+        },
+        (RunError::Access(AccessError::Aborted(reason)), None) => AttemptError::Retry {
+            reason,
+            backoff: true,
+        },
+        (error, _) => AttemptError::Fatal(AgentError::Run(error)),
+    }
+}

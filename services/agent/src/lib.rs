@@ -1,0 +1,5 @@
+pub mod access;
+pub mod agent;
+pub mod lua;
+pub mod runner;
+pub mod service;

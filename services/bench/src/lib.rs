@@ -1,0 +1,10 @@
+//! Load generators for Parsec. Each reports throughput, latency percentiles and an end-of-run
+//! audit of the state it changed.
+
+pub mod client;
+pub mod lua_pay;
+pub mod report;
+
+pub use client::{AgentPool, ClientError};
+pub use lua_pay::{LuaPayOptions, run_lua_pay};
+pub use report::Report;

@@ -1,0 +1,68 @@
+//! What a benchmark prints.
+
+use serde::Serialize;
+
+/// The outcome of a benchmark run. `--json` prints it as one object.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub workload: String,
+    /// Transactions acknowledged as committed.
+    pub committed: u64,
+    /// Transactions the contract refused (e.g. insufficient funds): nothing written.
+    pub failed: u64,
+    /// Calls that ended in an agent or transport error.
+    pub errors: u64,
+    /// Extra attempts caused by wounds and lock timeouts.
+    pub retries: u64,
+    pub duration_s: f64,
+    pub tps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Shard RPCs per committed transaction, measured over the load phase.
+    pub rpcs_per_tx: Option<f64>,
+    /// The end-of-run audit: total balance unchanged.
+    pub total_ok: bool,
+    /// Every wallet holds exactly what the acknowledged payments say (only checked when no call
+    /// ended in an error, since an error leaves its outcome unknown).
+    pub wallets_ok: Option<bool>,
+    pub expected_total: u128,
+    pub observed_total: u128,
+}
+
+impl Report {
+    /// A few human-readable lines.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "{}: {} committed, {} refused, {} errors, {} retries in {:.1} s\n\
+             throughput {:.0} tx/s; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms\n",
+            self.workload,
+            self.committed,
+            self.failed,
+            self.errors,
+            self.retries,
+            self.duration_s,
+            self.tps,
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.max_ms,
+        );
+        if let Some(rpcs) = self.rpcs_per_tx {
+            out.push_str(&format!("shard RPCs per transaction: {rpcs:.2}\n"));
+        }
+        out.push_str(&format!(
+            "audit: total {} (expected {}) {}",
+            self.observed_total,
+            self.expected_total,
+            if self.total_ok { "OK" } else { "MISMATCH" }
+        ));
+        match self.wallets_ok {
+            Some(true) => out.push_str("; every wallet exact"),
+            Some(false) => out.push_str("; WALLET MISMATCH"),
+            None => out.push_str("; per-wallet check skipped (errors)"),
+        }
+        out
+    }
+}

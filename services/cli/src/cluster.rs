@@ -1,0 +1,305 @@
+//! `parsec cluster up | down`: a local multi-process cluster on 127.0.0.1, each role its own
+//! process speaking gRPC, for tests and for trying distributed mode on one machine.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use parsec_core::config::{AgentEndpoint, RaftGroup, Replica, ShardGroup};
+use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] parsec_core::ConfigError),
+    #[error("a cluster is already running in {0} (run `parsec cluster down --dir {0}` first)")]
+    AlreadyRunning(String),
+    #[error("{name} exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
+    #[error("{name} did not start listening on {address} within {timeout:?}; see {log}")]
+    NotReady {
+        name: String,
+        address: String,
+        timeout: Duration,
+        log: String,
+    },
+    #[error("cannot find a free port: {0}")]
+    NoPort(std::io::Error),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One process of the cluster.
+struct Process {
+    name: String,
+    args: Vec<String>,
+    address: String,
+}
+
+/// Endpoints of a started cluster.
+pub struct Started {
+    pub topology: PathBuf,
+    pub shards: Vec<String>,
+    pub ticket_machine: String,
+    pub agents: Vec<String>,
+}
+
+/// Ports the kernel considers free right now.
+fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
+    // Hold every listener until all are chosen, so the same port is not picked twice.
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(ClusterError::NoPort)?;
+    listeners
+        .iter()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| a.port())
+                .map_err(ClusterError::NoPort)
+        })
+        .collect()
+}
+
+/// The topology of a local cluster with one replica per group.
+pub fn local_topology(shards: u32, agents: u32, ports: &[u16]) -> ClusterConfig {
+    let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    ClusterConfig {
+        name: "local".into(),
+        shards: (0..shards)
+            .map(|i| ShardGroup {
+                id: ShardId(i),
+                replicas: vec![Replica {
+                    node_id: NodeId(1),
+                    address: address(1 + i as usize),
+                }],
+            })
+            .collect(),
+        ticket_machine: RaftGroup {
+            replicas: vec![Replica {
+                node_id: NodeId(1),
+                address: address(0),
+            }],
+        },
+        agents: (0..agents)
+            .map(|i| AgentEndpoint {
+                id: AgentId(i),
+                address: address(1 + shards as usize + i as usize),
+            })
+            .collect(),
+        settings: Settings::default(),
+    }
+}
+
+fn processes(config: &ClusterConfig, topology: &Path) -> Vec<Process> {
+    let topology = topology.display().to_string();
+    let mut out = vec![Process {
+        name: "ticketer-0".into(),
+        args: vec![
+            "ticketer".into(),
+            "--topology".into(),
+            topology.clone(),
+            "--node".into(),
+            "1".into(),
+        ],
+        address: config.ticket_machine.replicas[0].address.clone(),
+    }];
+    for group in &config.shards {
+        out.push(Process {
+            name: format!("shard-{}", group.id.0),
+            args: vec![
+                "shard".into(),
+                "--topology".into(),
+                topology.clone(),
+                "--shard".into(),
+                group.id.0.to_string(),
+                "--node".into(),
+                group.replicas[0].node_id.0.to_string(),
+            ],
+            address: group.replicas[0].address.clone(),
+        });
+    }
+    for agent in &config.agents {
+        out.push(Process {
+            name: format!("agent-{}", agent.id.0),
+            args: vec![
+                "agent".into(),
+                "--topology".into(),
+                topology.clone(),
+                "--agent".into(),
+                agent.id.0.to_string(),
+            ],
+            address: agent.address.clone(),
+        });
+    }
+    out
+}
+
+/// Starts a cluster in `dir` and returns once every process accepts connections.
+pub fn up(dir: &Path, shards: u32, agents: u32) -> Result<Started, ClusterError> {
+    let pids = dir.join("pids");
+    if live_pids(&pids)?.into_iter().next().is_some() {
+        return Err(ClusterError::AlreadyRunning(dir.display().to_string()));
+    }
+    let logs = dir.join("logs");
+    for folder in [dir, &logs, &pids] {
+        std::fs::create_dir_all(folder).map_err(io_error(folder))?;
+    }
+    let ports = free_ports(1 + shards as usize + agents as usize)?;
+    let config = local_topology(shards, agents, &ports);
+    let topology = dir.join("topology.yaml");
+    config.save(&topology)?;
+    let topology = topology.canonicalize().map_err(io_error(&topology))?;
+
+    let exe = std::env::current_exe().map_err(io_error(Path::new("parsec")))?;
+    let mut started: Vec<(Process, Child, PathBuf)> = Vec::new();
+    for process in processes(&config, &topology) {
+        let log_path = logs.join(format!("{}.log", process.name));
+        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
+        let err = log.try_clone().map_err(io_error(&log_path))?;
+        let child = Command::new(&exe)
+            .args(&process.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own process group: the cluster outlives this command and a Ctrl-C to it.
+            .process_group(0)
+            .spawn()
+            .map_err(io_error(&exe))?;
+        let pid_path = pids.join(format!("{}.pid", process.name));
+        std::fs::write(&pid_path, child.id().to_string()).map_err(io_error(&pid_path))?;
+        started.push((process, child, log_path));
+    }
+    for (process, child, log) in &mut started {
+        if let Err(error) = wait_ready(process, child, log) {
+            let _ = down(dir);
+            return Err(error);
+        }
+    }
+    Ok(Started {
+        topology,
+        shards: config
+            .shards
+            .iter()
+            .map(|s| s.replicas[0].address.clone())
+            .collect(),
+        ticket_machine: config.ticket_machine.replicas[0].address.clone(),
+        agents: config.agents.iter().map(|a| a.address.clone()).collect(),
+    })
+}
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn wait_ready(process: &Process, child: &mut Child, log: &Path) -> Result<(), ClusterError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let address: SocketAddr = process
+        .address
+        .parse()
+        .map_err(|_| ClusterError::NotReady {
+            name: process.name.clone(),
+            address: process.address.clone(),
+            timeout: READY_TIMEOUT,
+            log: log.display().to_string(),
+        })?;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(ClusterError::Exited {
+                name: process.name.clone(),
+                status: status.to_string(),
+                log: log.display().to_string(),
+                tail: tail(log, 20),
+            });
+        }
+        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::NotReady {
+                name: process.name.clone(),
+                address: process.address.clone(),
+                timeout: READY_TIMEOUT,
+                log: log.display().to_string(),
+            });
+        }
+        // Polling a port that is not open yet: there is no event to wait on.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Pids of the cluster's processes that are still alive, with their pid files.
+fn live_pids(pids: &Path) -> Result<Vec<(Pid, PathBuf)>, ClusterError> {
+    let Ok(entries) = std::fs::read_dir(pids) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok());
+        match pid {
+            Some(pid) if kill(Pid::from_raw(pid), None).is_ok() => {
+                out.push((Pid::from_raw(pid), path))
+            }
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Stops every process of the cluster in `dir`: SIGTERM, then SIGKILL after a grace period.
+/// Returns how many processes were stopped.
+pub fn down(dir: &Path) -> Result<usize, ClusterError> {
+    let running = live_pids(&dir.join("pids"))?;
+    for (pid, _) in &running {
+        let _ = kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<_> = running
+            .iter()
+            .filter(|(pid, _)| kill(*pid, None).is_ok())
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for (pid, _) in alive {
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+            break;
+        }
+        // Waiting for processes we are not the parent of: nothing to wait on but their pid.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (_, path) in &running {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(running.len())
+}

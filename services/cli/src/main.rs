@@ -1,0 +1,283 @@
+//! `parsec`: run a Parsec node, a whole cluster in one process, a local multi-process cluster,
+//! or a benchmark.
+
+mod cluster;
+mod node;
+
+use clap::{Args, Parser, Subcommand};
+use parsec_bench::{AgentPool, LuaPayOptions, run_lua_pay};
+use parsec_core::{AgentId, ClusterConfig, NodeId, ShardId};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Where `parsec dev` serves its agent, and where clients look for it by default.
+const DEV_AGENT: &str = "127.0.0.1:7400";
+
+#[derive(Parser)]
+#[command(
+    name = "parsec",
+    version,
+    about = "Parallel smart-contract execution over sharded, replicated storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything (shards, ticket machine, agent) in this process.
+    Dev {
+        /// Address of the agent's gRPC endpoint (Lua contracts).
+        #[arg(long, default_value = DEV_AGENT)]
+        listen: SocketAddr,
+        /// Number of shards.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        shards: u32,
+    },
+    /// Serve one replica of one shard.
+    Shard {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        shard: u32,
+        #[arg(long = "node", default_value_t = 1)]
+        node_id: u64,
+    },
+    /// Serve one replica of the ticket machine.
+    Ticketer {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long = "node", default_value_t = 1)]
+        node_id: u64,
+    },
+    /// Serve one agent.
+    Agent {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long)]
+        agent: u32,
+    },
+    /// Start or stop a local multi-process cluster on 127.0.0.1.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Run a load generator against an agent, a cluster or `parsec dev`.
+    Bench {
+        #[command(subcommand)]
+        workload: Workload,
+    },
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// The cluster topology (YAML).
+    #[arg(long, env = "PARSEC_TOPOLOGY")]
+    topology: PathBuf,
+    /// Listen here instead of on the address the topology gives.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start shards, a ticket machine and agents as separate processes; returns when all are up.
+    Up {
+        /// Folder for the topology, logs and pid files.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+        shards: u32,
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+        agents: u32,
+    },
+    /// Stop the cluster started in DIR.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// Signed Lua payments between wallets, closed loop, audited at the end.
+    LuaPay(LuaPayArgs),
+}
+
+#[derive(Args)]
+struct LuaPayArgs {
+    /// Agents to send payments to (host:port, comma-separated). Default: `parsec dev`'s agent.
+    #[arg(long, value_delimiter = ',', conflicts_with = "topology")]
+    agents: Vec<String>,
+    /// Send payments to every agent of this topology.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    #[arg(long, default_value_t = 1_000)]
+    wallets: usize,
+    /// Payments in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many committed payments.
+    #[arg(long)]
+    payments: Option<u64>,
+    /// Share of payments (0..=1) sent to one hot wallet.
+    #[arg(long, default_value_t = 0.0)]
+    hot: f64,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn load(path: &std::path::Path) -> Result<ClusterConfig, String> {
+    ClusterConfig::load(path).map_err(|e| e.to_string())
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Dev { listen, shards } => runtime()?
+            .block_on(node::run_dev(listen, shards))
+            .map_err(|e| e.to_string())?,
+        Command::Shard {
+            node,
+            shard,
+            node_id,
+        } => {
+            let config = load(&node.topology)?;
+            runtime()?
+                .block_on(node::run_shard(
+                    &config,
+                    ShardId(shard),
+                    NodeId(node_id),
+                    node.listen,
+                ))
+                .map_err(|e| e.to_string())?
+        }
+        Command::Ticketer { node, node_id } => {
+            let config = load(&node.topology)?;
+            runtime()?
+                .block_on(node::run_ticketer(&config, NodeId(node_id), node.listen))
+                .map_err(|e| e.to_string())?
+        }
+        Command::Agent { node, agent } => {
+            let config = load(&node.topology)?;
+            runtime()?
+                .block_on(node::run_agent(&config, AgentId(agent), node.listen))
+                .map_err(|e| e.to_string())?
+        }
+        Command::Cluster { command } => return cluster_command(command),
+        Command::Bench {
+            workload: Workload::LuaPay(args),
+        } => return bench_lua_pay(args),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
+    match command {
+        ClusterCommand::Up {
+            dir,
+            shards,
+            agents,
+        } => {
+            let started = cluster::up(&dir, shards, agents).map_err(|e| e.to_string())?;
+            println!("cluster up in {}", dir.display());
+            println!("  topology:       {}", started.topology.display());
+            println!("  ticket machine: {}", started.ticket_machine);
+            for (i, shard) in started.shards.iter().enumerate() {
+                println!("  shard {i}:        {shard}");
+            }
+            for (i, agent) in started.agents.iter().enumerate() {
+                println!("  agent {i}:        {agent}");
+            }
+            println!("  logs:           {}", dir.join("logs").display());
+            println!("stop it with: parsec cluster down --dir {}", dir.display());
+        }
+        ClusterCommand::Down { dir } => {
+            let stopped = cluster::down(&dir).map_err(|e| e.to_string())?;
+            println!("stopped {stopped} processes");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
+    let agents = match (&args.topology, args.agents.is_empty()) {
+        (Some(path), _) => load(path)?.agents.into_iter().map(|a| a.address).collect(),
+        (None, true) => vec![DEV_AGENT.to_owned()],
+        (None, false) => args.agents.clone(),
+    };
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    let options = LuaPayOptions {
+        wallets: args.wallets,
+        concurrency: args.concurrency,
+        duration: Duration::from_secs_f64(args.duration),
+        max_payments: args.payments,
+        hot_fraction: args.hot,
+        progress: !args.json,
+        ..LuaPayOptions::default()
+    };
+    let report = runtime()?.block_on(async {
+        let pool = AgentPool::connect(&agents)
+            .await
+            .map_err(|e| e.to_string())?;
+        run_lua_pay(pool, options).await.map_err(|e| e.to_string())
+    })?;
+    if args.json {
+        let json = serde_json::json!({
+            "committed": report.committed,
+            "failed": report.failed,
+            "errors": report.errors,
+            "retries": report.retries,
+            "duration_s": report.duration_s,
+            "tps": report.tps,
+            "p50_ms": report.p50_ms,
+            "p99_ms": report.p99_ms,
+            "p999_ms": report.p999_ms,
+            "max_ms": report.max_ms,
+            "rpcs_per_payment": report.rpcs_per_tx,
+            "total_ok": report.total_ok,
+            "wallets_ok": report.wallets_ok,
+        });
+        println!("{json}");
+    } else {
+        println!("{}", report.summary());
+    }
+    Ok(if report.total_ok && report.wallets_ok != Some(false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}

@@ -1,0 +1,411 @@
+//! The acceptance test of the transaction core: a cluster of separate processes on 127.0.0.1
+//! (2 shards, 1 ticket machine, 2 agents) speaking gRPC, driven by the `parsec` binary itself.
+//!
+//! One cluster serves every check, in order, so the suite pays for one start-up.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use bytes::{Buf, BufMut, Bytes};
+use parsec_core::ClusterConfig;
+use parsec_proto as pb;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
+
+/// A running cluster, stopped when dropped (also when a check fails).
+struct LocalCluster {
+    dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    fn up() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let output = Command::new(PARSEC)
+            .args(["cluster", "up", "--shards", "2", "--agents", "2", "--dir"])
+            .arg(dir.path())
+            .output()
+            .expect("run parsec cluster up");
+        assert!(
+            output.status.success(),
+            "cluster up failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+
+    fn topology_path(&self) -> PathBuf {
+        self.dir.path().join("topology.yaml")
+    }
+
+    fn topology(&self) -> ClusterConfig {
+        ClusterConfig::load(&self.topology_path()).expect("topology")
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path().join("logs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push_str(&format!("== {}\n", entry.path().display()));
+            out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Every process is still alive.
+    fn assert_all_running(&self) {
+        for entry in std::fs::read_dir(self.dir.path().join("pids"))
+            .expect("pids")
+            .flatten()
+        {
+            let pid = std::fs::read_to_string(entry.path()).expect("pid file");
+            let alive = Path::new(&format!("/proc/{}", pid.trim())).exists();
+            assert!(alive, "{} died\n{}", entry.path().display(), self.logs());
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(PARSEC)
+            .args(["cluster", "down", "--dir"])
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Runs `parsec bench lua-pay --json` against the cluster and returns its report.
+fn bench(cluster: &LocalCluster, extra: &[&str]) -> serde_json::Value {
+    let output = Command::new(PARSEC)
+        .args(["bench", "lua-pay", "--json", "--topology"])
+        .arg(cluster.topology_path())
+        .args(extra)
+        .output()
+        .expect("run parsec bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed ({}): {stdout}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        cluster.logs()
+    );
+    serde_json::from_str(stdout.trim()).expect("bench prints one JSON object")
+}
+
+#[test]
+fn multi_process_cluster() {
+    let cluster = LocalCluster::up();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+
+    // 1,000 wallets, 256 payments in flight, at least 20,000 payments: the total is conserved
+    // and every wallet holds exactly what the acknowledged payments say (none lost, none twice).
+    let report = bench(
+        &cluster,
+        &[
+            "--wallets",
+            "1000",
+            "--concurrency",
+            "256",
+            "--payments",
+            "20000",
+            "--duration",
+            "600",
+        ],
+    );
+    eprintln!("uniform: {report}");
+    assert!(report["committed"].as_u64().unwrap() >= 20_000, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["total_ok"], true, "{report}");
+    assert_eq!(report["wallets_ok"], true, "{report}");
+
+    // 30% of payments go to one wallet: heavy wound-wait contention, and still every payment
+    // finishes (no deadlock, no starvation: an error or a stuck worker would show here).
+    let report = bench(
+        &cluster,
+        &[
+            "--wallets",
+            "1000",
+            "--concurrency",
+            "256",
+            "--payments",
+            "5000",
+            "--hot",
+            "0.3",
+            "--duration",
+            "600",
+        ],
+    );
+    eprintln!("hot wallet: {report}");
+    assert!(report["committed"].as_u64().unwrap() >= 5_000, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["total_ok"], true, "{report}");
+    assert_eq!(report["wallets_ok"], true, "{report}");
+    assert!(
+        report["retries"].as_u64().unwrap() > 0,
+        "a hot wallet must cause wounds: {report}"
+    );
+
+    runtime.block_on(hostile_input(&cluster));
+    cluster.assert_all_running();
+}
+
+/// Garbage protobuf, unknown tickets and misbehaving contracts each get a clear error; nothing
+/// is written and every process keeps serving.
+async fn hostile_input(cluster: &LocalCluster) {
+    let topology = cluster.topology();
+    let shard = channel(&topology.shards[0].replicas[0].address).await;
+    let agent = channel(&topology.agents[0].address).await;
+
+    // Malformed protobuf on every service's busiest method.
+    for (channel, path) in [
+        (&shard, "/parsec.v1.Shard/Lock"),
+        (&shard, "/parsec.v1.Shard/Prepare"),
+        (&agent, "/parsec.v1.Agent/Execute"),
+        (&agent, "/parsec.v1.Agent/Deploy"),
+    ] {
+        let status = raw_call(
+            channel,
+            path,
+            Bytes::from_static(b"\xff\xff\xff\xff\x0f\x12garbage"),
+        )
+        .await
+        .expect_err("garbage must be refused");
+        assert!(
+            status.message().to_lowercase().contains("decode"),
+            "{path}: {status:?}"
+        );
+    }
+
+    // Unknown tickets: each call is answered with its protocol error.
+    let mut shard_client = pb::shard_client::ShardClient::new(shard.clone());
+    let lock = shard_client
+        .lock(pb::LockRequest {
+            ticket: 42,
+            attempt: 0,
+            agent: 9,
+            first: false,
+            locks: vec![pb::KeyLock {
+                key: Bytes::from_static(b"k"),
+                mode: pb::LockMode::Write as i32,
+            }],
+            wait_timeout_ms: 100,
+        })
+        .await
+        .expect("lock answered")
+        .into_inner();
+    assert_eq!(
+        lock.error.expect("error").code,
+        pb::ErrorCode::UnknownTicket as i32
+    );
+    let prepare = shard_client
+        .prepare(pb::PrepareRequest {
+            ticket: 42,
+            writes: vec![pb::KeyValue {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+            }],
+            lock_count: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("prepare answered")
+        .into_inner();
+    assert_eq!(
+        prepare.error.expect("error").code,
+        pb::ErrorCode::UnknownTicket as i32
+    );
+    let commit = shard_client
+        .commit(pb::TicketRequest {
+            ticket: 42,
+            attempt: 0,
+        })
+        .await
+        .expect("commit answered")
+        .into_inner();
+    assert_eq!(
+        commit.error.expect("error").code,
+        pb::ErrorCode::NotPrepared as i32
+    );
+    let bad_mode = shard_client
+        .lock(pb::LockRequest {
+            ticket: 43,
+            first: true,
+            locks: vec![pb::KeyLock {
+                key: Bytes::from_static(b"k"),
+                mode: 7,
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown lock mode is refused");
+    assert_eq!(bad_mode.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        shard_client
+            .read(pb::ReadRequest {
+                keys: vec![Bytes::from_static(b"k")]
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .values,
+        vec![Bytes::new()],
+        "nothing was written"
+    );
+
+    // Misbehaving contracts.
+    let mut agent_client = pb::agent_client::AgentClient::new(agent.clone());
+    let cases: [(&str, &str, pb::AgentErrorCode); 5] = [
+        (
+            "bad/loop",
+            "while true do end",
+            pb::AgentErrorCode::InstructionBudgetExceeded,
+        ),
+        (
+            "bad/alloc",
+            "local t = {} local s = string.rep('x', 1 << 20) while true do t[#t + 1] = s .. #t end",
+            pb::AgentErrorCode::MemoryLimitExceeded,
+        ),
+        (
+            "bad/error",
+            "local k = coroutine.yield('victim') error('boom')",
+            pb::AgentErrorCode::ContractFailed,
+        ),
+        (
+            "bad/yield",
+            "coroutine.yield({1, 2, 3}) return {}",
+            pb::AgentErrorCode::ContractFailed,
+        ),
+        (
+            "bad/unlocked",
+            "return { victim = 'stolen' }",
+            pb::AgentErrorCode::ContractFailed,
+        ),
+    ];
+    for (key, code, expected) in cases {
+        let deploy = agent_client
+            .deploy(pb::DeployRequest {
+                key: Bytes::from(key),
+                code: Bytes::from(code),
+                runtime: pb::Runtime::Lua as i32,
+            })
+            .await
+            .expect("deploy answered")
+            .into_inner();
+        assert!(deploy.error.is_none(), "{key}: {deploy:?}");
+        let reply = agent_client
+            .execute(pb::ExecuteRequest {
+                contract: Bytes::from(key),
+                param: Bytes::new(),
+                read_only: false,
+                runtime: pb::Runtime::Lua as i32,
+            })
+            .await
+            .expect("execute answered")
+            .into_inner();
+        let error = reply.error.unwrap_or_else(|| panic!("{key} must fail"));
+        assert_eq!(error.code, expected as i32, "{key}: {}", error.message);
+        assert!(reply.writes.is_empty(), "{key}");
+    }
+    let syntax = agent_client
+        .deploy(pb::DeployRequest {
+            key: Bytes::from("bad/syntax"),
+            code: Bytes::from("return {"),
+            runtime: pb::Runtime::Lua as i32,
+        })
+        .await
+        .expect("deploy answered")
+        .into_inner();
+    assert_eq!(
+        syntax.error.expect("refused").code,
+        pb::AgentErrorCode::ContractInvalid as i32
+    );
+    let missing = agent_client
+        .execute(pb::ExecuteRequest {
+            contract: Bytes::from("no/such/contract"),
+            ..Default::default()
+        })
+        .await
+        .expect("execute answered")
+        .into_inner();
+    assert_eq!(
+        missing.error.expect("refused").code,
+        pb::AgentErrorCode::ContractNotFound as i32
+    );
+    let read = agent_client
+        .read(pb::ReadRequest {
+            keys: vec![Bytes::from("victim"), Bytes::from("bad/syntax")],
+        })
+        .await
+        .expect("read answered")
+        .into_inner();
+    assert_eq!(
+        read.values,
+        vec![Bytes::new(), Bytes::new()],
+        "nothing was written"
+    );
+}
+
+async fn channel(address: &str) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Sends `body` as the message of a unary call, bypassing protobuf encoding.
+async fn raw_call(channel: &Channel, path: &'static str, body: Bytes) -> Result<Bytes, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        Request::new(body),
+        PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}

@@ -1,0 +1,467 @@
+//! The shard engine: the lock table, the replicated state machine and the lock requests waiting
+//! for grants, behind one mutex. Transport-agnostic: the gRPC service and the in-process
+//! transport of `parsec dev` both call it.
+
+use crate::lock_table::{Event, LockError, LockTable, Phase};
+use crate::state_machine::{ApplyError, Command, RecordState, StateMachine};
+use parking_lot::Mutex;
+use parsec_core::{AgentId, Key, LockMode, ShardId, Ticket, Value, WriteSet};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Most keys one lock request or one write-set may carry.
+pub const MAX_KEYS_PER_REQUEST: usize = 4096;
+/// Longest key accepted.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Largest value accepted.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Longest a lock request may ask to wait.
+pub const MAX_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("{ticket} waited {waited:?} for locks and gave up")]
+    LockTimeout { ticket: Ticket, waited: Duration },
+    #[error("{0} already has a lock request waiting on this shard")]
+    RequestInFlight(Ticket),
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+}
+
+/// A batch of lock requests of one ticket.
+#[derive(Clone, Debug)]
+pub struct LockBatch {
+    pub ticket: Ticket,
+    pub attempt: u32,
+    pub agent: AgentId,
+    pub first: bool,
+    pub locks: Vec<(Key, LockMode)>,
+    pub wait: Duration,
+}
+
+/// A ticket's vote.
+#[derive(Clone, Debug)]
+pub struct PrepareBatch {
+    pub ticket: Ticket,
+    pub attempt: u32,
+    pub agent: AgentId,
+    pub writes: WriteSet,
+    pub participants: Vec<ShardId>,
+    pub lock_count: usize,
+    /// This shard is the only participant: commit in one step.
+    pub one_phase: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Vote {
+    Prepared,
+    ReadOnly,
+    Committed,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TicketState {
+    Begun,
+    Wounded,
+    Prepared,
+    Committed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketInfo {
+    pub ticket: Ticket,
+    pub attempt: u32,
+    pub agent: AgentId,
+    pub state: TicketState,
+    pub participants: Vec<ShardId>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStatus {
+    pub keys: u64,
+    pub tickets: u64,
+    pub locked_keys: u64,
+    pub waiting_requests: u64,
+    pub applied_commands: u64,
+    pub data_bytes: u64,
+}
+
+type Reply = Result<Vec<Value>, ShardError>;
+
+/// A lock request waiting for its last grant.
+struct Waiter {
+    attempt: u32,
+    keys: Vec<Key>,
+    pending: usize,
+    granted: HashMap<Key, bool>,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Default)]
+struct Inner {
+    locks: LockTable,
+    state: StateMachine,
+    waiters: HashMap<Ticket, Waiter>,
+}
+
+impl Inner {
+    /// Passes grants and wounds on to the waiting requests.
+    fn dispatch(&mut self, events: Vec<Event>) {
+        for event in events {
+            match event {
+                Event::Granted { ticket, key, .. } => {
+                    let Some(waiter) = self.waiters.get_mut(&ticket) else {
+                        continue;
+                    };
+                    if let Some(granted) = waiter.granted.get_mut(&key)
+                        && !*granted
+                    {
+                        *granted = true;
+                        waiter.pending -= 1;
+                    }
+                    if waiter.pending == 0
+                        && let Some(waiter) = self.waiters.remove(&ticket)
+                    {
+                        let values = waiter.keys.iter().map(|k| self.state.get(k)).collect();
+                        let _ = waiter.reply.send(Ok(values));
+                    }
+                }
+                Event::Wounded { ticket, wound } => {
+                    if let Some(waiter) = self.waiters.remove(&ticket) {
+                        let _ = waiter
+                            .reply
+                            .send(Err(LockError::Wounded { ticket, wound }.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops a ticket from the lock table, failing its waiting request with `why`.
+    fn release(&mut self, ticket: Ticket, why: ShardError) {
+        let mut events = Vec::new();
+        self.locks.release(ticket, &mut events);
+        if let Some(waiter) = self.waiters.remove(&ticket) {
+            let _ = waiter.reply.send(Err(why));
+        }
+        self.dispatch(events);
+    }
+}
+
+/// One shard's engine. Cheap to clone.
+#[derive(Clone)]
+pub struct ShardEngine {
+    id: ShardId,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl ShardEngine {
+    pub fn new(id: ShardId) -> Self {
+        Self {
+            id,
+            inner: Arc::default(),
+        }
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// Locks a batch of keys for one ticket; resolves once every key is granted (with the
+    /// committed values, in request order), or as soon as the ticket is wounded, or when the
+    /// wait deadline passes (the ticket is then rolled back here).
+    #[tracing::instrument(skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
+    pub async fn lock(&self, batch: LockBatch) -> Reply {
+        validate_keys(batch.locks.iter().map(|(k, _)| k))?;
+        let ticket = batch.ticket;
+        let reply = {
+            let mut inner = self.inner.lock();
+            if inner.waiters.contains_key(&ticket) {
+                return Err(ShardError::RequestInFlight(ticket));
+            }
+            let mut events = Vec::new();
+            inner.locks.lock(
+                ticket,
+                batch.attempt,
+                batch.agent,
+                batch.first,
+                &batch.locks,
+                &mut events,
+            )?;
+            let (sender, receiver) = oneshot::channel();
+            let granted: HashMap<Key, bool> = batch
+                .locks
+                .iter()
+                .map(|(k, _)| (k.clone(), false))
+                .collect();
+            inner.waiters.insert(
+                ticket,
+                Waiter {
+                    attempt: batch.attempt,
+                    keys: batch.locks.into_iter().map(|(k, _)| k).collect(),
+                    pending: granted.len(),
+                    granted,
+                    reply: sender,
+                },
+            );
+            inner.dispatch(events);
+            receiver
+        };
+        // If the caller goes away (deadline, disconnect) the guard rolls the ticket back here,
+        // so that no abandoned request ends up holding locks nobody will release.
+        let guard = AbandonGuard {
+            inner: &self.inner,
+            ticket,
+            attempt: batch.attempt,
+            armed: true,
+        };
+        let wait = batch.wait.min(MAX_LOCK_WAIT);
+        let outcome = tokio::time::timeout(wait, reply).await;
+        guard.disarm();
+        match outcome {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Err(ShardError::InvalidArgument("lock request dropped".into())),
+            Err(_) => {
+                let mut inner = self.inner.lock();
+                // The grant may have landed between the timer firing and taking the mutex.
+                if !inner.waiters.contains_key(&ticket) {
+                    drop(inner);
+                    return Err(ShardError::LockTimeout {
+                        ticket,
+                        waited: wait,
+                    });
+                }
+                inner.release(
+                    ticket,
+                    ShardError::LockTimeout {
+                        ticket,
+                        waited: wait,
+                    },
+                );
+                Err(ShardError::LockTimeout {
+                    ticket,
+                    waited: wait,
+                })
+            }
+        }
+    }
+
+    /// Records a ticket's vote: prepared (write-set stored, locks kept), read-only (locks
+    /// released, nothing stored) or committed in one step.
+    #[tracing::instrument(skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
+    pub async fn prepare(&self, batch: PrepareBatch) -> Result<Vote, ShardError> {
+        validate_keys(batch.writes.keys())?;
+        if let Some((key, _)) = batch.writes.iter().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
+            return Err(ShardError::InvalidArgument(format!(
+                "value of key {} exceeds {MAX_VALUE_BYTES} bytes",
+                parsec_core::display_key(key)
+            )));
+        }
+        let mut inner = self.inner.lock();
+        if let Some(record) = inner.state.ticket(batch.ticket) {
+            // A re-sent prepare of a ticket already stored here.
+            return match record.state {
+                RecordState::Committed => Err(ApplyError::AlreadyCommitted(batch.ticket).into()),
+                RecordState::Prepared { .. } if record.attempt == batch.attempt => {
+                    Ok(Vote::Prepared)
+                }
+                RecordState::Prepared { .. } => Err(LockError::StaleAttempt {
+                    ticket: batch.ticket,
+                    attempt: batch.attempt,
+                    current: record.attempt,
+                }
+                .into()),
+            };
+        }
+        inner.locks.prepare(
+            batch.ticket,
+            batch.attempt,
+            batch.writes.keys(),
+            batch.lock_count,
+        )?;
+        if batch.writes.is_empty() {
+            inner.release(batch.ticket, ShardError::InvalidArgument("voted".into()));
+            return Ok(Vote::ReadOnly);
+        }
+        if batch.one_phase {
+            inner.state.apply(Command::CommitOnePhase {
+                ticket: batch.ticket,
+                writes: batch.writes,
+            })?;
+            inner.release(
+                batch.ticket,
+                ShardError::InvalidArgument("committed".into()),
+            );
+            return Ok(Vote::Committed);
+        }
+        inner.state.apply(Command::Prepare {
+            ticket: batch.ticket,
+            attempt: batch.attempt,
+            agent: batch.agent,
+            writes: batch.writes,
+            participants: batch.participants,
+        })?;
+        Ok(Vote::Prepared)
+    }
+
+    /// Applies a prepared ticket's writes and releases its locks. Idempotent.
+    #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
+    pub async fn commit(&self, ticket: Ticket) -> Result<(), ShardError> {
+        let mut inner = self.inner.lock();
+        inner.state.apply(Command::Commit { ticket })?;
+        inner.release(ticket, ShardError::InvalidArgument("committed".into()));
+        Ok(())
+    }
+
+    /// Drops a ticket that has not committed: its locks, its queued requests and its prepared
+    /// write-set. Idempotent; refuses a committed ticket and ignores a stale attempt.
+    #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
+    pub async fn rollback(&self, ticket: Ticket, attempt: u32) -> Result<(), ShardError> {
+        let mut inner = self.inner.lock();
+        if let Some(view) = inner.locks.ticket(ticket)
+            && view.attempt > attempt
+        {
+            return Err(LockError::StaleAttempt {
+                ticket,
+                attempt,
+                current: view.attempt,
+            }
+            .into());
+        }
+        inner.state.apply(Command::Abort { ticket, attempt })?;
+        inner.release(ticket, ShardError::Lock(LockError::UnknownTicket(ticket)));
+        Ok(())
+    }
+
+    /// Forgets a committed ticket. Idempotent.
+    #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
+    pub async fn finish(&self, ticket: Ticket) -> Result<(), ShardError> {
+        self.inner.lock().state.apply(Command::Finish { ticket })?;
+        Ok(())
+    }
+
+    /// Every ticket this shard knows (optionally only `agent`'s), from the lock table and the
+    /// replicated records.
+    pub fn tickets(&self, agent: Option<AgentId>) -> Vec<TicketInfo> {
+        let inner = self.inner.lock();
+        let mut out: HashMap<Ticket, TicketInfo> = HashMap::new();
+        for (ticket, view) in inner.locks.tickets() {
+            let state = match view.phase {
+                Phase::Active => TicketState::Begun,
+                Phase::Wounded(_) => TicketState::Wounded,
+                Phase::Prepared => TicketState::Prepared,
+            };
+            out.insert(
+                ticket,
+                TicketInfo {
+                    ticket,
+                    attempt: view.attempt,
+                    agent: view.agent,
+                    state,
+                    participants: Vec::new(),
+                },
+            );
+        }
+        for (&ticket, record) in inner.state.tickets() {
+            let state = match record.state {
+                RecordState::Prepared { .. } => TicketState::Prepared,
+                RecordState::Committed => TicketState::Committed,
+            };
+            out.insert(
+                ticket,
+                TicketInfo {
+                    ticket,
+                    attempt: record.attempt,
+                    agent: record.agent,
+                    state,
+                    participants: record.participants.clone(),
+                },
+            );
+        }
+        let mut tickets: Vec<TicketInfo> = out
+            .into_values()
+            .filter(|info| agent.is_none_or(|a| info.agent == a))
+            .collect();
+        tickets.sort_by_key(|info| info.ticket);
+        tickets
+    }
+
+    /// Committed values without a lock.
+    pub fn read(&self, keys: &[Key]) -> Result<Vec<Value>, ShardError> {
+        validate_keys(keys.iter())?;
+        let inner = self.inner.lock();
+        Ok(keys.iter().map(|key| inner.state.get(key)).collect())
+    }
+
+    pub fn status(&self) -> ShardStatus {
+        let inner = self.inner.lock();
+        ShardStatus {
+            keys: inner.state.key_count() as u64,
+            tickets: inner
+                .locks
+                .ticket_count()
+                .max(inner.state.tickets().count()) as u64,
+            locked_keys: inner.locks.locked_keys() as u64,
+            waiting_requests: inner.locks.waiting_requests() as u64,
+            applied_commands: inner.state.applied(),
+            data_bytes: inner.state.data_bytes(),
+        }
+    }
+}
+
+struct AbandonGuard<'a> {
+    inner: &'a Mutex<Inner>,
+    ticket: Ticket,
+    attempt: u32,
+    armed: bool,
+}
+
+impl AbandonGuard<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut inner = self.inner.lock();
+        let still_waiting = inner
+            .waiters
+            .get(&self.ticket)
+            .is_some_and(|w| w.attempt == self.attempt);
+        if still_waiting {
+            tracing::debug!(ticket = %self.ticket, "lock request abandoned by its caller");
+            inner.release(
+                self.ticket,
+                ShardError::InvalidArgument("request abandoned".into()),
+            );
+        }
+    }
+}
+
+fn validate_keys<'a>(keys: impl ExactSizeIterator<Item = &'a Key>) -> Result<(), ShardError> {
+    if keys.len() > MAX_KEYS_PER_REQUEST {
+        return Err(ShardError::InvalidArgument(format!(
+            "{} keys in one request; at most {MAX_KEYS_PER_REQUEST}",
+            keys.len()
+        )));
+    }
+    for key in keys {
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(ShardError::InvalidArgument(format!(
+                "key length {} is outside 1..={MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! The shard engine: waiting requests, deadlines, abandonment and validation.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use bytes::Bytes;
+use parsec_core::{AgentId, LockMode, ShardId, Ticket, WriteSet};
+use parsec_shard::engine::{LockBatch, PrepareBatch, ShardEngine, ShardError, Vote};
+use parsec_shard::lock_table::LockError;
+use std::time::Duration;
+
+fn batch(ticket: u64, key: &'static str, mode: LockMode, wait_ms: u64) -> LockBatch {
+    LockBatch {
+        ticket: Ticket(ticket),
+        attempt: 0,
+        agent: AgentId(1),
+        first: true,
+        locks: vec![(Bytes::from_static(key.as_bytes()), mode)],
+        wait: Duration::from_millis(wait_ms),
+    }
+}
+
+fn commit_one_phase(ticket: u64, key: &'static str, value: &'static str) -> PrepareBatch {
+    PrepareBatch {
+        ticket: Ticket(ticket),
+        attempt: 0,
+        agent: AgentId(1),
+        writes: WriteSet::from([(
+            Bytes::from_static(key.as_bytes()),
+            Bytes::from_static(value.as_bytes()),
+        )]),
+        participants: vec![ShardId(0)],
+        lock_count: 1,
+        one_phase: true,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_wait_that_times_out_releases_the_ticket() {
+    let shard = ShardEngine::new(ShardId(0));
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    // Ticket 2 is younger: it waits for ticket 1, then gives up.
+    let error = shard
+        .lock(batch(2, "k", LockMode::Write, 100))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ShardError::LockTimeout { .. }), "{error}");
+    let status = shard.status();
+    assert_eq!(
+        (status.waiting_requests, status.tickets),
+        (0, 1),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_waiting_request_is_rolled_back() {
+    let shard = ShardEngine::new(ShardId(0));
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    let waiting = shard.lock(batch(2, "k", LockMode::Write, 60_000));
+    // The caller gives up (deadline, disconnect): dropping the future must not leave ticket 2
+    // queued behind ticket 1, holding up everyone behind it.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), waiting)
+            .await
+            .is_err()
+    );
+    let status = shard.status();
+    assert_eq!(
+        (status.waiting_requests, status.tickets),
+        (0, 1),
+        "{status:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_younger_ticket_learns_it_was_wounded() {
+    let shard = ShardEngine::new(ShardId(0));
+    // Ticket 5 holds a, ticket 9 holds b and waits for a.
+    shard
+        .lock(batch(5, "a", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    shard
+        .lock(batch(9, "b", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    let young = tokio::spawn({
+        let shard = shard.clone();
+        async move {
+            let mut request = batch(9, "a", LockMode::Write, 10_000);
+            request.first = false;
+            shard.lock(request).await
+        }
+    });
+    while shard.status().waiting_requests == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Ticket 5 asks for b: it wounds ticket 9, whose waiting request fails at once.
+    let mut old = batch(5, "b", LockMode::Write, 1_000);
+    old.first = false;
+    shard.lock(old).await.unwrap();
+    let error = young.await.unwrap().unwrap_err();
+    match error {
+        ShardError::Lock(LockError::Wounded { wound, .. }) => {
+            assert_eq!(wound.by, Ticket(5));
+            assert_eq!(wound.key, Bytes::from_static(b"b"));
+        }
+        other => panic!("expected a wound, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn one_phase_commit_applies_and_releases() {
+    let shard = ShardEngine::new(ShardId(0));
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        shard.prepare(commit_one_phase(1, "k", "v")).await.unwrap(),
+        Vote::Committed
+    );
+    assert_eq!(
+        shard.read(&[Bytes::from_static(b"k")]).unwrap(),
+        vec![Bytes::from_static(b"v")]
+    );
+    let status = shard.status();
+    assert_eq!((status.locked_keys, status.tickets), (0, 0));
+    // Rolling back what committed in one phase changes nothing.
+    shard.rollback(Ticket(1), 0).await.unwrap();
+    assert_eq!(
+        shard.read(&[Bytes::from_static(b"k")]).unwrap(),
+        vec![Bytes::from_static(b"v")]
+    );
+}
+
+#[tokio::test]
+async fn prepare_refuses_writes_without_locks_and_changes_nothing() {
+    let shard = ShardEngine::new(ShardId(0));
+    shard
+        .lock(batch(1, "k", LockMode::Read, 1_000))
+        .await
+        .unwrap();
+    let error = shard
+        .prepare(commit_one_phase(1, "k", "v"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ShardError::Lock(LockError::WriteLockNotHeld { .. })),
+        "{error}"
+    );
+    assert_eq!(
+        shard.read(&[Bytes::from_static(b"k")]).unwrap(),
+        vec![Bytes::new()]
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_refused_before_touching_state() {
+    let shard = ShardEngine::new(ShardId(0));
+    let mut empty_key = batch(1, "k", LockMode::Write, 1_000);
+    empty_key.locks[0].0 = Bytes::new();
+    assert!(matches!(
+        shard.lock(empty_key).await,
+        Err(ShardError::InvalidArgument(_))
+    ));
+    let mut huge = batch(1, "k", LockMode::Write, 1_000);
+    huge.locks[0].0 = Bytes::from(vec![b'x'; 1 << 16]);
+    assert!(matches!(
+        shard.lock(huge).await,
+        Err(ShardError::InvalidArgument(_))
+    ));
+    assert_eq!(shard.status().tickets, 0);
+}
