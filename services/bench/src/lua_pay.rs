@@ -73,7 +73,7 @@ struct Tally {
 }
 
 pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Report, BenchError> {
-    validate(&options)?;
+    options.validate()?;
     let wallets: Arc<Vec<Wallet>> = Arc::new(
         (0..options.wallets)
             .map(|_| {
@@ -170,6 +170,13 @@ pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Repo
         expected_total,
         observed_total,
     })
+}
+
+impl LuaPayOptions {
+    /// Checks the options before anything is sent.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        validate(self)
+    }
 }
 
 fn validate(options: &LuaPayOptions) -> Result<(), BenchError> {

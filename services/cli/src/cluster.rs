@@ -188,11 +188,21 @@ pub fn up(dir: &Path, shards: u32, agents: u32) -> Result<Started, ClusterError>
         std::fs::write(&pid_path, child.id().to_string()).map_err(io_error(&pid_path))?;
         started.push((process, child, log_path));
     }
+    let mut failure = None;
     for (process, child, log) in &mut started {
         if let Err(error) = wait_ready(process, child, log) {
-            let _ = down(dir);
-            return Err(error);
+            failure = Some(error);
+            break;
         }
+    }
+    if let Some(error) = failure {
+        // Still our children: kill and reap them here rather than leave zombies to `down`.
+        for (_, child, _) in &mut started {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = down(dir);
+        return Err(error);
     }
     Ok(Started {
         topology,

@@ -249,6 +249,7 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
         progress: !args.json,
         ..LuaPayOptions::default()
     };
+    options.validate().map_err(|e| e.to_string())?;
     let report = runtime()?.block_on(async {
         let pool = AgentPool::connect(&agents)
             .await

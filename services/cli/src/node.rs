@@ -4,6 +4,7 @@ use parsec_agent::agent::{Agent, AgentSettings};
 use parsec_agent::lua::LuaRunner;
 use parsec_agent::service::AgentService;
 use parsec_broker::{Broker, BrokerSettings, GrpcShard, LocalShard, ShardTransport};
+use parsec_core::config::Replica;
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
 use parsec_shard::{ShardEngine, ShardService};
 use parsec_ticketer::{GrpcTicketMachine, RangeSource, TicketDispenser, TicketMachineService};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::Router;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -43,14 +45,34 @@ pub fn listen_address(address: &str) -> Result<SocketAddr, NodeError> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
-async fn bind(address: SocketAddr) -> Result<TcpListenerStream, NodeError> {
+/// Serves `router` on `address` until SIGINT or SIGTERM.
+async fn serve(address: SocketAddr, router: Router) -> Result<(), NodeError> {
     let listener = TcpListener::bind(address)
         .await
         .map_err(|source| NodeError::Listen {
             address: address.to_string(),
             source,
         })?;
-    Ok(TcpListenerStream::new(listener))
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// The address to listen on: `--listen` if given, else the one the topology names.
+fn listen_or(listen: Option<SocketAddr>, topology_address: &str) -> Result<SocketAddr, NodeError> {
+    match listen {
+        Some(address) => Ok(address),
+        None => listen_address(topology_address),
+    }
+}
+
+fn replica(replicas: &[Replica], node: NodeId, group: &str) -> Result<Replica, NodeError> {
+    replicas
+        .iter()
+        .find(|r| r.node_id == node)
+        .cloned()
+        .ok_or_else(|| NodeError::Topology(format!("{group} has no replica {node}")))
 }
 
 fn server() -> Server {
@@ -100,22 +122,13 @@ pub async fn run_shard(
     let group = config
         .shard(shard)
         .ok_or_else(|| NodeError::Topology(format!("the topology has no {shard}")))?;
-    let replica = group
-        .replicas
-        .iter()
-        .find(|r| r.node_id == node)
-        .ok_or_else(|| NodeError::Topology(format!("{shard} has no replica {node}")))?;
-    let address = match listen {
-        Some(address) => address,
-        None => listen_address(&replica.address)?,
-    };
-    let incoming = bind(address).await?;
+    let address = listen_or(
+        listen,
+        &replica(&group.replicas, node, &shard.to_string())?.address,
+    )?;
     tracing::info!(%shard, %node, %address, "shard serving");
-    server()
-        .add_service(shard_service(shard, &config.settings).into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await?;
-    Ok(())
+    let service = shard_service(shard, &config.settings).into_server();
+    serve(address, server().add_service(service)).await
 }
 
 /// Serves ticket machine replica `node`.
@@ -124,23 +137,14 @@ pub async fn run_ticketer(
     node: NodeId,
     listen: Option<SocketAddr>,
 ) -> Result<(), NodeError> {
-    let replica = config
-        .ticket_machine
-        .replicas
-        .iter()
-        .find(|r| r.node_id == node)
-        .ok_or_else(|| NodeError::Topology(format!("the ticket machine has no replica {node}")))?;
-    let address = match listen {
-        Some(address) => address,
-        None => listen_address(&replica.address)?,
-    };
-    let incoming = bind(address).await?;
+    let replica = replica(&config.ticket_machine.replicas, node, "the ticket machine")?;
+    let address = listen_or(listen, &replica.address)?;
     tracing::info!(%node, %address, "ticket machine serving");
-    server()
-        .add_service(TicketMachineService::new().into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await?;
-    Ok(())
+    serve(
+        address,
+        server().add_service(TicketMachineService::new().into_server()),
+    )
+    .await
 }
 
 fn build_agent(
@@ -180,17 +184,13 @@ pub async fn run_agent(
     let tickets = GrpcTicketMachine::new(&config.ticket_machine.replicas[0].address, timeout)
         .map_err(|e| NodeError::Connect(e.to_string()))?;
     let agent = build_agent(id, shards, Arc::new(tickets), &config.settings);
-    let address = match listen {
-        Some(address) => address,
-        None => listen_address(&endpoint.address)?,
-    };
-    let incoming = bind(address).await?;
+    let address = listen_or(listen, &endpoint.address)?;
     tracing::info!(agent = %id, %address, "agent serving");
-    server()
-        .add_service(AgentService::new(agent).into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await?;
-    Ok(())
+    serve(
+        address,
+        server().add_service(AgentService::new(agent).into_server()),
+    )
+    .await
 }
 
 /// `parsec dev`: every role in this process, connected in process, one agent served on `listen`.
@@ -205,13 +205,9 @@ pub async fn run_dev(listen: SocketAddr, shard_count: u32) -> Result<(), NodeErr
         Arc::new(TicketMachineService::new()),
         &settings,
     );
-    let incoming = bind(listen).await?;
+    let router = server().add_service(AgentService::new(agent).into_server());
     println!("parsec dev: {shard_count} shards, ticket machine and agent in one process");
     println!("  agent (Lua contracts, gRPC): {listen}");
     println!("  try: parsec bench lua-pay --duration 10");
-    server()
-        .add_service(AgentService::new(agent).into_server())
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await?;
-    Ok(())
+    serve(listen, router).await
 }
