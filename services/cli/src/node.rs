@@ -11,10 +11,8 @@ use parsec_ticketer::{GrpcTicketMachine, RangeSource, TicketDispenser, TicketMac
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -47,14 +45,16 @@ pub fn listen_address(address: &str) -> Result<SocketAddr, NodeError> {
 
 /// Serves `router` on `address` until SIGINT or SIGTERM.
 async fn serve(address: SocketAddr, router: Router) -> Result<(), NodeError> {
-    let listener = TcpListener::bind(address)
-        .await
+    // `Server::tcp_nodelay` does not apply to a listener we bind ourselves: set it on the
+    // incoming stream, or small replies wait for delayed ACKs (~40 ms).
+    let incoming = TcpIncoming::bind(address)
         .map_err(|source| NodeError::Listen {
             address: address.to_string(),
             source,
-        })?;
+        })?
+        .with_nodelay(Some(true));
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await?;
     Ok(())
 }
@@ -77,7 +77,6 @@ fn replica(replicas: &[Replica], node: NodeId, group: &str) -> Result<Replica, N
 
 fn server() -> Server {
     Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .concurrency_limit_per_connection(32_768)
 }
