@@ -304,6 +304,8 @@ impl WorkerContext {
                 Err(error) => {
                     tracing::warn!(%error, "payment failed");
                     self.tally.errors.fetch_add(1, Ordering::Relaxed);
+                    // An agent that is down fails at once: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     // The outcome is unknown: learn the wallet's sequence from the ledger.
                     if let Some(sequence) = self.sequence_of(from).await {
                         sequences[slot] = sequence;

@@ -7,10 +7,12 @@
 //! phase finished in the background. Every RPC has a deadline.
 
 pub mod error;
+pub mod peers;
 pub mod transaction;
 pub mod transport;
 
 pub use error::BrokerError;
+pub use peers::ShardPeers;
 pub use transaction::{CommitOutcome, Transaction};
 pub use transport::{GrpcShard, LocalShard, ShardTransport};
 
@@ -136,6 +138,49 @@ impl Broker {
             }
         }
         Ok(values)
+    }
+
+    /// Renews this agent's lease on every shard once; returns how many shards answered.
+    pub async fn heartbeat(&self, incarnation: u64, lease: Duration) -> usize {
+        let calls = (0..self.shards.len() as u32).map(|i| {
+            let request = pb::HeartbeatRequest {
+                agent: self.agent.0,
+                incarnation,
+                lease_ms: lease.as_millis() as u64,
+            };
+            self.call(ShardId(i), self.settings.rpc_timeout.min(lease), move |t| {
+                Box::pin(async move { t.heartbeat(request).await })
+            })
+        });
+        let outcomes = futures::future::join_all(calls).await;
+        outcomes.iter().filter(|outcome| outcome.is_ok()).count()
+    }
+
+    /// Renews this agent's lease every third of it, for as long as the broker lives.
+    pub fn spawn_heartbeats(
+        self: &Arc<Self>,
+        incarnation: u64,
+        lease: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let broker = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(lease / 3);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(broker) = broker.upgrade() else {
+                    return;
+                };
+                let answered = broker.heartbeat(incarnation, lease).await;
+                if answered < broker.shards.len() {
+                    tracing::warn!(
+                        answered,
+                        shards = broker.shards.len(),
+                        "lease renewal missed shards"
+                    );
+                }
+            }
+        })
     }
 
     /// Status of every shard, in shard order.

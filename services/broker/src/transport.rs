@@ -35,6 +35,14 @@ pub trait ShardTransport: Send + Sync + 'static {
     async fn finish(&self, request: pb::TicketRequest) -> Result<pb::OutcomeReply, TransportError>;
     async fn read(&self, request: pb::ReadRequest) -> Result<pb::ReadReply, TransportError>;
     async fn status(&self) -> Result<pb::ShardStatus, TransportError>;
+    async fn heartbeat(
+        &self,
+        request: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatReply, TransportError>;
+    async fn get_tickets(
+        &self,
+        request: pb::GetTicketsRequest,
+    ) -> Result<pb::GetTicketsReply, TransportError>;
 }
 
 /// A shard in this process.
@@ -71,6 +79,22 @@ impl ShardTransport for LocalShard {
         Ok(self
             .0
             .status(Request::new(pb::StatusRequest {}))
+            .await?
+            .into_inner())
+    }
+    async fn heartbeat(
+        &self,
+        request: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatReply, TransportError> {
+        Ok(self.0.heartbeat(Request::new(request)).await?.into_inner())
+    }
+    async fn get_tickets(
+        &self,
+        request: pb::GetTicketsRequest,
+    ) -> Result<pb::GetTicketsReply, TransportError> {
+        Ok(self
+            .0
+            .get_tickets(Request::new(request))
             .await?
             .into_inner())
     }
@@ -133,5 +157,17 @@ impl ShardTransport for GrpcShard {
             .status(pb::StatusRequest {})
             .await?
             .into_inner())
+    }
+    async fn heartbeat(
+        &self,
+        request: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatReply, TransportError> {
+        Ok(self.client.clone().heartbeat(request).await?.into_inner())
+    }
+    async fn get_tickets(
+        &self,
+        request: pb::GetTicketsRequest,
+    ) -> Result<pb::GetTicketsReply, TransportError> {
+        Ok(self.client.clone().get_tickets(request).await?.into_inner())
     }
 }

@@ -2,6 +2,7 @@
 //! or a benchmark.
 
 mod cluster;
+mod lua;
 mod node;
 
 use clap::{Args, Parser, Subcommand};
@@ -64,6 +65,17 @@ enum Command {
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Deploy, call and read Lua contracts on an agent (default: `parsec dev`).
+    Lua {
+        /// The agent's gRPC endpoint.
+        #[arg(long, global = true, default_value = DEV_AGENT)]
+        agent: String,
+        /// Print JSON (values as 0x-hex).
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: lua::LuaCommand,
     },
     /// Run a load generator against an agent, a cluster or `parsec dev`.
     Bench {
@@ -196,6 +208,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?
         }
         Command::Cluster { command } => return cluster_command(command),
+        Command::Lua {
+            agent,
+            json,
+            command,
+        } => runtime()?.block_on(lua::run(&agent, command, json))?,
         Command::Bench {
             workload: Workload::LuaPay(args),
         } => return bench_lua_pay(args),

@@ -3,7 +3,7 @@
 use parsec_agent::agent::{Agent, AgentSettings};
 use parsec_agent::lua::LuaRunner;
 use parsec_agent::service::AgentService;
-use parsec_broker::{Broker, BrokerSettings, GrpcShard, LocalShard, ShardTransport};
+use parsec_broker::{Broker, BrokerSettings, GrpcShard, LocalShard, ShardPeers, ShardTransport};
 use parsec_core::config::Replica;
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
 use parsec_shard::{ShardEngine, ShardService};
@@ -106,9 +106,47 @@ pub async fn shutdown_signal() {
 
 fn shard_service(id: ShardId, settings: &Settings) -> ShardService {
     ShardService::new(
-        ShardEngine::new(id),
+        ShardEngine::with_lease(id, lease(settings)),
         Duration::from_millis(settings.lock_wait_timeout_ms),
     )
+}
+
+fn lease(settings: &Settings) -> Duration {
+    Duration::from_millis(settings.agent_lease_ms)
+}
+
+/// Transports to every shard of the topology (its first replica until Raft).
+fn grpc_shards(config: &ClusterConfig) -> Result<Vec<Arc<dyn ShardTransport>>, NodeError> {
+    let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
+    config
+        .shards
+        .iter()
+        .map(|group| {
+            let shard = GrpcShard::new(&group.replicas[0].address, timeout)
+                .map_err(|e| NodeError::Connect(e.to_string()))?;
+            Ok(Arc::new(shard) as Arc<dyn ShardTransport>)
+        })
+        .collect()
+}
+
+/// Lease expiry and recovery of dead agents' tickets, every quarter lease.
+fn start_recovery(engine: &ShardEngine, peers: Vec<Arc<dyn ShardTransport>>, settings: &Settings) {
+    let peers = ShardPeers::new(peers, Duration::from_millis(settings.rpc_timeout_ms));
+    parsec_shard::recovery::spawn_recovery(engine.clone(), Arc::new(peers), lease(settings) / 4);
+}
+
+/// Starts renewing the agent's lease: one round now, so that shards know this incarnation
+/// before it sends anything, then every third of the lease.
+async fn start_heartbeats(agent: &Agent, settings: &Settings) {
+    // Unique per process start: a restarted agent is a new incarnation.
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        .max(1);
+    let broker = agent.broker();
+    broker.heartbeat(incarnation, lease(settings)).await;
+    broker.spawn_heartbeats(incarnation, lease(settings));
 }
 
 /// Serves shard `shard` replica `node` of the topology.
@@ -126,8 +164,9 @@ pub async fn run_shard(
         &replica(&group.replicas, node, &shard.to_string())?.address,
     )?;
     tracing::info!(%shard, %node, %address, "shard serving");
-    let service = shard_service(shard, &config.settings).into_server();
-    serve(address, server().add_service(service)).await
+    let service = shard_service(shard, &config.settings);
+    start_recovery(service.engine(), grpc_shards(config)?, &config.settings);
+    serve(address, server().add_service(service.into_server())).await
 }
 
 /// Serves ticket machine replica `node`.
@@ -172,17 +211,11 @@ pub async fn run_agent(
         .agent(id)
         .ok_or_else(|| NodeError::Topology(format!("the topology has no {id}")))?;
     let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
-    let mut shards: Vec<Arc<dyn ShardTransport>> = Vec::new();
-    for group in &config.shards {
-        // Replication (and leader discovery) arrives with Raft; until then a shard has one replica.
-        let replica = &group.replicas[0];
-        let shard = GrpcShard::new(&replica.address, timeout)
-            .map_err(|e| NodeError::Connect(e.to_string()))?;
-        shards.push(Arc::new(shard));
-    }
+    let shards = grpc_shards(config)?;
     let tickets = GrpcTicketMachine::new(&config.ticket_machine.replicas[0].address, timeout)
         .map_err(|e| NodeError::Connect(e.to_string()))?;
     let agent = build_agent(id, shards, Arc::new(tickets), &config.settings);
+    start_heartbeats(&agent, &config.settings).await;
     let address = listen_or(listen, &endpoint.address)?;
     tracing::info!(agent = %id, %address, "agent serving");
     serve(
@@ -195,15 +228,23 @@ pub async fn run_agent(
 /// `parsec dev`: every role in this process, connected in process, one agent served on `listen`.
 pub async fn run_dev(listen: SocketAddr, shard_count: u32) -> Result<(), NodeError> {
     let settings = Settings::default();
-    let shards: Vec<Arc<dyn ShardTransport>> = (0..shard_count)
-        .map(|i| Arc::new(LocalShard(shard_service(ShardId(i), &settings))) as _)
+    let services: Vec<ShardService> = (0..shard_count)
+        .map(|i| shard_service(ShardId(i), &settings))
         .collect();
+    let shards: Vec<Arc<dyn ShardTransport>> = services
+        .iter()
+        .map(|service| Arc::new(LocalShard(service.clone())) as _)
+        .collect();
+    for service in &services {
+        start_recovery(service.engine(), shards.clone(), &settings);
+    }
     let agent = build_agent(
         AgentId(0),
         shards,
         Arc::new(TicketMachineService::new()),
         &settings,
     );
+    start_heartbeats(&agent, &settings).await;
     let router = server().add_service(AgentService::new(agent).into_server());
     println!("parsec dev: {shard_count} shards, ticket machine and agent in one process");
     println!("  agent (Lua contracts, gRPC): {listen}");

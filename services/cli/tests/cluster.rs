@@ -155,7 +155,169 @@ fn multi_process_cluster() {
     );
 
     runtime.block_on(hostile_input(&cluster));
+    lua_cli(&cluster);
     cluster.assert_all_running();
+}
+
+/// `parsec lua deploy | call | read` against one agent, read back through the other.
+fn lua_cli(cluster: &LocalCluster) {
+    let topology = cluster.topology();
+    let lua = |agent: &str, args: &[&str]| {
+        let output = Command::new(PARSEC)
+            .args(["lua", "--agent", agent])
+            .args(args)
+            .output()
+            .expect("run parsec lua");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let counter = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/contracts/counter.lua"
+    );
+    let (first, second) = (&topology.agents[0].address, &topology.agents[1].address);
+    let (ok, _, err) = lua(first, &["deploy", "--key", "examples/counter", counter]);
+    assert!(ok, "{err}");
+    assert!(
+        lua(
+            first,
+            &["call", "--key", "examples/counter", "--param", "5"]
+        )
+        .0
+    );
+    let (ok, out, err) = lua(
+        second,
+        &["call", "--key", "examples/counter", "--param", "2"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#""counter" = "7""#);
+    let (ok, out, _) = lua(second, &["--json", "read", "counter"]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#"{"counter":"0x37"}"#);
+    let (ok, _, err) = lua(first, &["call", "--key", "examples/missing"]);
+    assert!(!ok);
+    assert!(err.contains("contract_not_found"), "{err}");
+}
+
+/// `kill -9` of an agent in the middle of a load run: the payments it acknowledged stay, none is
+/// applied twice or half (the total is conserved), and the shards drop every ticket it held within
+/// its lease, without waiting for it to come back.
+#[test]
+fn a_killed_agent_releases_its_locks_within_its_lease() {
+    let cluster = LocalCluster::up();
+    let topology = cluster.topology();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let bench = Command::new(PARSEC)
+        .args([
+            "bench",
+            "lua-pay",
+            "--json",
+            "--wallets",
+            "1000",
+            "--concurrency",
+            "64",
+            "--duration",
+            "8",
+            "--topology",
+        ])
+        .arg(cluster.topology_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start bench");
+
+    // Kill agent 1 once payments flow (both agents get half the wallets).
+    let shards: Vec<String> = topology
+        .shards
+        .iter()
+        .map(|s| s.replicas[0].address.clone())
+        .collect();
+    runtime.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while applied(&shards).await < 2_000 {
+            assert!(std::time::Instant::now() < deadline, "no payments flowing");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let pid = std::fs::read_to_string(cluster.dir.path().join("pids/agent-1.pid")).expect("pid");
+    let killed = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let killed_at = std::time::Instant::now();
+
+    // While the load goes on through agent 0, every ticket of agent 1 leaves every shard.
+    let released_after = runtime.block_on(async {
+        let deadline = killed_at + std::time::Duration::from_secs(30);
+        loop {
+            let mut left = 0;
+            for address in &shards {
+                let mut client = pb::shard_client::ShardClient::new(channel(address).await);
+                left += client
+                    .get_tickets(pb::GetTicketsRequest {
+                        agent: Some(1),
+                        ticket: None,
+                    })
+                    .await
+                    .expect("get tickets")
+                    .into_inner()
+                    .tickets
+                    .len();
+            }
+            if left == 0 {
+                return killed_at.elapsed();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{left} tickets left\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    eprintln!("dead agent's tickets released {released_after:?} after the kill (lease 3 s)");
+
+    let output = bench.wait_with_output().expect("bench");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).expect("report");
+    eprintln!("agent killed mid-run: {report}");
+    assert_eq!(report["total_ok"], true, "{report}\n{}", cluster.logs());
+    assert!(
+        report["errors"].as_u64().unwrap() > 0,
+        "the kill hit no payment: {report}"
+    );
+    // After the run, no lock is left anywhere.
+    runtime.block_on(async {
+        for address in &shards {
+            let mut client = pb::shard_client::ShardClient::new(channel(address).await);
+            let status = client
+                .status(pb::StatusRequest {})
+                .await
+                .expect("status")
+                .into_inner();
+            assert_eq!(
+                (status.locked_keys, status.waiting_requests),
+                (0, 0),
+                "{status:?}"
+            );
+        }
+    });
+}
+
+/// Commands applied by all shards so far.
+async fn applied(shards: &[String]) -> u64 {
+    let mut total = 0;
+    for address in shards {
+        let mut client = pb::shard_client::ShardClient::new(channel(address).await);
+        if let Ok(status) = client.status(pb::StatusRequest {}).await {
+            total += status.into_inner().applied_commands;
+        }
+    }
+    total
 }
 
 /// Garbage protobuf, unknown tickets and misbehaving contracts each get a clear error; nothing

@@ -89,6 +89,9 @@ pub struct Settings {
     pub retry_backoff_max_ms: u64,
     /// A transaction that has not committed after this long is failed back to the client.
     pub transaction_timeout_ms: u64,
+    /// An agent's lease: when a shard hears nothing from an agent for this long, it rolls back
+    /// the agent's unprepared tickets and resolves its prepared ones. Agents renew it every third.
+    pub agent_lease_ms: u64,
     /// Lua: VM instructions one call may execute.
     pub lua_instruction_budget: u64,
     /// Lua: bytes one call may allocate beyond the VM's baseline.
@@ -105,6 +108,7 @@ impl Default for Settings {
             retry_backoff_min_ms: 1,
             retry_backoff_max_ms: 100,
             transaction_timeout_ms: 60_000,
+            agent_lease_ms: 3_000,
             lua_instruction_budget: 1_000_000,
             lua_memory_limit_bytes: 16 << 20,
         }
@@ -176,6 +180,9 @@ impl ClusterConfig {
         let s = &self.settings;
         if s.rpc_timeout_ms == 0 || s.lock_wait_timeout_ms == 0 || s.transaction_timeout_ms == 0 {
             return invalid("timeouts must be positive".into());
+        }
+        if s.agent_lease_ms < 30 {
+            return invalid("agentLeaseMs must be at least 30 ms".into());
         }
         if s.ticket_range_size == 0 {
             return invalid("ticketRangeSize must be positive".into());

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// Most keys one lock request or one write-set may carry.
 pub const MAX_KEYS_PER_REQUEST: usize = 4096;
@@ -103,11 +104,32 @@ struct Waiter {
     reply: oneshot::Sender<Reply>,
 }
 
+/// How long an agent's tickets stay safe from lease expiry.
+#[derive(Copy, Clone, Debug)]
+struct Lease {
+    incarnation: u64,
+    expires: Instant,
+}
+
+/// A ticket of an agent whose lease lapsed, left for recovery to resolve with the other
+/// participants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    pub ticket: Ticket,
+    pub attempt: u32,
+    pub agent: AgentId,
+    pub participants: Vec<ShardId>,
+    pub committed: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     locks: LockTable,
     state: StateMachine,
     waiters: HashMap<Ticket, Waiter>,
+    leases: HashMap<AgentId, Lease>,
+    /// Prepared tickets of a restarted agent's previous incarnation, for the next sweep.
+    restarted_orphans: Vec<Orphan>,
 }
 
 impl Inner {
@@ -159,13 +181,23 @@ impl Inner {
 pub struct ShardEngine {
     id: ShardId,
     inner: Arc<Mutex<Inner>>,
+    /// The lease an agent gets from its requests alone, before or between heartbeats.
+    default_lease: Duration,
 }
+
+/// The default agent lease (see `Settings::agent_lease_ms`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
 
 impl ShardEngine {
     pub fn new(id: ShardId) -> Self {
+        Self::with_lease(id, DEFAULT_LEASE)
+    }
+
+    pub fn with_lease(id: ShardId, default_lease: Duration) -> Self {
         Self {
             id,
             inner: Arc::default(),
+            default_lease,
         }
     }
 
@@ -182,6 +214,7 @@ impl ShardEngine {
         let ticket = batch.ticket;
         let reply = {
             let mut inner = self.inner.lock();
+            self.renew(&mut inner, batch.agent);
             if inner.waiters.contains_key(&ticket) {
                 return Err(ShardError::RequestInFlight(ticket));
             }
@@ -264,6 +297,7 @@ impl ShardEngine {
             )));
         }
         let mut inner = self.inner.lock();
+        self.renew(&mut inner, batch.agent);
         if let Some(record) = inner.state.ticket(batch.ticket) {
             // A re-sent prepare of a ticket already stored here.
             return match record.state {
@@ -397,6 +431,104 @@ impl ShardEngine {
         validate_keys(keys.iter())?;
         let inner = self.inner.lock();
         Ok(keys.iter().map(|key| inner.state.get(key)).collect())
+    }
+
+    /// Extends `agent`'s lease by at least the default lease: any request is a sign of life.
+    fn renew(&self, inner: &mut Inner, agent: AgentId) {
+        let expires = Instant::now() + self.default_lease;
+        let lease = inner.leases.entry(agent).or_insert(Lease {
+            incarnation: 0,
+            expires,
+        });
+        lease.expires = lease.expires.max(expires);
+    }
+
+    /// Renews `agent`'s lease for `lease`. A new incarnation (the agent restarted) ends the
+    /// previous one's lease at once, so its tickets are recovered on the next sweep.
+    pub fn heartbeat(&self, agent: AgentId, incarnation: u64, lease: Duration) {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        let restarted = inner
+            .leases
+            .get(&agent)
+            .is_some_and(|l| l.incarnation != 0 && l.incarnation != incarnation);
+        if restarted {
+            tracing::info!(shard = %self.id, %agent, "agent restarted: recovering its tickets");
+            let orphans = self.abandon(&mut inner, agent);
+            inner.restarted_orphans.extend(orphans);
+        }
+        inner.leases.insert(
+            agent,
+            Lease {
+                incarnation,
+                expires: now + lease,
+            },
+        );
+    }
+
+    /// Rolls back the unprepared tickets of every agent whose lease lapsed and returns their
+    /// prepared and committed tickets, which only the other participants can help resolve.
+    /// An agent seen in a ticket but never in a request (a record restored after a failover)
+    /// gets one lease from now.
+    pub fn sweep_expired(&self) -> Vec<Orphan> {
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        let agents: std::collections::HashSet<AgentId> = inner
+            .locks
+            .tickets()
+            .map(|(_, view)| view.agent)
+            .chain(inner.state.tickets().map(|(_, record)| record.agent))
+            .collect();
+        let default_lease = self.default_lease;
+        let mut expired = Vec::new();
+        for agent in agents {
+            let lease = inner.leases.entry(agent).or_insert(Lease {
+                incarnation: 0,
+                expires: now + default_lease,
+            });
+            if lease.expires <= now {
+                expired.push(agent);
+            }
+        }
+        let mut orphans = std::mem::take(&mut inner.restarted_orphans);
+        for agent in expired {
+            tracing::info!(shard = %self.id, %agent, "agent lease lapsed: recovering its tickets");
+            orphans.extend(self.abandon(&mut inner, agent));
+        }
+        orphans
+    }
+
+    /// Rolls back `agent`'s unprepared tickets; returns its prepared and committed ones.
+    fn abandon(&self, inner: &mut Inner, agent: AgentId) -> Vec<Orphan> {
+        let unprepared: Vec<Ticket> = inner
+            .locks
+            .tickets()
+            .filter(|(_, view)| view.agent == agent && view.phase != Phase::Prepared)
+            .map(|(ticket, _)| ticket)
+            .collect();
+        for ticket in unprepared {
+            inner.release(ticket, ShardError::Lock(LockError::UnknownTicket(ticket)));
+        }
+        inner
+            .state
+            .tickets()
+            .filter(|(_, record)| record.agent == agent)
+            .map(|(&ticket, record)| Orphan {
+                ticket,
+                attempt: record.attempt,
+                agent,
+                participants: record.participants.clone(),
+                committed: record.state == RecordState::Committed,
+            })
+            .collect()
+    }
+
+    /// What this shard knows of `ticket`, with the attempt it knows.
+    pub fn ticket_state(&self, ticket: Ticket) -> Option<(TicketState, u32)> {
+        self.tickets(None)
+            .into_iter()
+            .find(|info| info.ticket == ticket)
+            .map(|info| (info.state, info.attempt))
     }
 
     pub fn status(&self) -> ShardStatus {

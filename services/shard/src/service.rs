@@ -38,6 +38,9 @@ impl ShardService {
     }
 }
 
+/// Longest lease an agent may ask for (10 minutes).
+pub const MAX_LEASE_MS: u64 = 600_000;
+
 /// Largest request a shard accepts (a write-set of a few thousand keys fits easily).
 pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
@@ -209,11 +212,14 @@ impl pb::shard_server::Shard for ShardService {
         request: Request<pb::GetTicketsRequest>,
     ) -> Result<Response<pb::GetTicketsReply>, Status> {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
-        let agent = request.into_inner().agent.map(AgentId);
+        let request = request.into_inner();
+        let agent = request.agent.map(AgentId);
+        let only = request.ticket.map(Ticket);
         let tickets = self
             .engine
             .tickets(agent)
             .into_iter()
+            .filter(|info| only.is_none_or(|t| t == info.ticket))
             .map(|info| pb::TicketInfo {
                 ticket: info.ticket.0,
                 attempt: info.attempt,
@@ -241,6 +247,25 @@ impl pb::shard_server::Shard for ShardService {
             .read(&keys)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::ReadReply { values }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        self.rpcs.fetch_add(1, Ordering::Relaxed);
+        let request = request.into_inner();
+        if request.lease_ms == 0 || request.lease_ms > MAX_LEASE_MS {
+            return Err(Status::invalid_argument(format!(
+                "lease must be 1..={MAX_LEASE_MS} ms"
+            )));
+        }
+        self.engine.heartbeat(
+            AgentId(request.agent),
+            request.incarnation,
+            Duration::from_millis(request.lease_ms),
+        );
+        Ok(Response::new(pb::HeartbeatReply {}))
     }
 
     async fn status(

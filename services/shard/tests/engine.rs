@@ -178,3 +178,62 @@ async fn invalid_requests_are_refused_before_touching_state() {
     ));
     assert_eq!(shard.status().tickets, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_agents_unprepared_tickets_are_rolled_back_when_its_lease_lapses() {
+    let shard = ShardEngine::with_lease(ShardId(0), Duration::from_secs(3));
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    assert!(
+        shard.sweep_expired().is_empty(),
+        "the lease is still running"
+    );
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert!(
+        shard.sweep_expired().is_empty(),
+        "nothing prepared to resolve"
+    );
+    let status = shard.status();
+    assert_eq!((status.locked_keys, status.tickets), (0, 0), "{status:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_lease_alive_and_a_restart_ends_it() {
+    let shard = ShardEngine::with_lease(ShardId(0), Duration::from_secs(3));
+    shard.heartbeat(AgentId(1), 11, Duration::from_secs(3));
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tokio::time::advance(Duration::from_secs(2)).await;
+        shard.heartbeat(AgentId(1), 11, Duration::from_secs(3));
+        shard.sweep_expired();
+    }
+    assert_eq!(shard.status().tickets, 1, "renewed leases keep tickets");
+    // The agent comes back as a new process: its old tickets go at once.
+    shard.heartbeat(AgentId(1), 12, Duration::from_secs(3));
+    assert_eq!(shard.status().tickets, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_agents_prepared_ticket_is_left_for_recovery() {
+    let shard = ShardEngine::with_lease(ShardId(0), Duration::from_secs(3));
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    let mut prepare = commit_one_phase(1, "k", "v");
+    prepare.one_phase = false;
+    prepare.participants = vec![ShardId(0), ShardId(1)];
+    assert_eq!(shard.prepare(prepare).await.unwrap(), Vote::Prepared);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    let orphans = shard.sweep_expired();
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(orphans[0].participants, vec![ShardId(0), ShardId(1)]);
+    assert!(!orphans[0].committed);
+    // Still prepared: its lock holds until recovery decides.
+    assert_eq!(shard.status().locked_keys, 1);
+}
