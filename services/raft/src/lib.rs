@@ -1,0 +1,26 @@
+//! Raft replication for Parsec's shards and ticket machine: a reusable Raft group library,
+//! generic over the replicated application ([`ReplicatedState`]).
+//!
+//! - [`log_store`]: the durable log (redb, fsync per batch = group commit);
+//! - [`state_machine`]: the application plus snapshots on disk (`snapshot.bin`);
+//! - [`network`]: node-to-node gRPC transport (`parsec.raft.v1.RaftTransport`);
+//! - [`admin`]: operator gRPC API (`parsec.raft.v1.RaftAdmin`);
+//! - [`node`]: [`RaftNode`], which ties them together.
+
+pub mod admin;
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+pub mod types;
+
+/// Generated gRPC code of `proto/parsec/raft/v1/raft.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("parsec.raft.v1");
+}
+
+pub use log_store::LogStore;
+pub use node::{InitError, RaftConfig, RaftNode, ServeError, StartError, WriteError};
+pub use state_machine::{ReplicatedState, StateMachine};
+pub use types::{Command, CommandResult, Node, NodeId, TypeConfig};
