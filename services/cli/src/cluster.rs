@@ -58,7 +58,7 @@ struct Process {
 pub struct Started {
     pub topology: PathBuf,
     pub shards: Vec<String>,
-    pub ticket_machine: String,
+    pub ticket_machine: Vec<String>,
     pub agents: Vec<String>,
 }
 
@@ -79,9 +79,11 @@ fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
         .collect()
 }
 
-/// The topology of a local cluster with one replica per group.
-pub fn local_topology(shards: u32, agents: u32, ports: &[u16]) -> ClusterConfig {
+/// The topology of a local cluster: `ports` holds one port per process, ticket machine replicas
+/// first, then shards, then agents.
+pub fn local_topology(shards: u32, agents: u32, replicas: u32, ports: &[u16]) -> ClusterConfig {
     let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let first_shard = replicas as usize;
     ClusterConfig {
         name: "local".into(),
         shards: (0..shards)
@@ -89,39 +91,51 @@ pub fn local_topology(shards: u32, agents: u32, ports: &[u16]) -> ClusterConfig 
                 id: ShardId(i),
                 replicas: vec![Replica {
                     node_id: NodeId(1),
-                    address: address(1 + i as usize),
+                    address: address(first_shard + i as usize),
                 }],
             })
             .collect(),
         ticket_machine: RaftGroup {
-            replicas: vec![Replica {
-                node_id: NodeId(1),
-                address: address(0),
-            }],
+            replicas: (0..replicas)
+                .map(|i| Replica {
+                    node_id: NodeId(u64::from(i) + 1),
+                    address: address(i as usize),
+                })
+                .collect(),
         },
         agents: (0..agents)
             .map(|i| AgentEndpoint {
                 id: AgentId(i),
-                address: address(1 + shards as usize + i as usize),
+                address: address(first_shard + shards as usize + i as usize),
             })
             .collect(),
         settings: Settings::default(),
     }
 }
 
-fn processes(config: &ClusterConfig, topology: &Path) -> Vec<Process> {
+fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Process> {
     let topology = topology.display().to_string();
-    let mut out = vec![Process {
-        name: "ticketer-0".into(),
-        args: vec![
-            "ticketer".into(),
-            "--topology".into(),
-            topology.clone(),
-            "--node".into(),
-            "1".into(),
-        ],
-        address: config.ticket_machine.replicas[0].address.clone(),
-    }];
+    let mut out: Vec<Process> = config
+        .ticket_machine
+        .replicas
+        .iter()
+        .map(|replica| {
+            let name = format!("ticketer-{}", replica.node_id.0);
+            Process {
+                args: vec![
+                    "ticketer".into(),
+                    "--topology".into(),
+                    topology.clone(),
+                    "--node".into(),
+                    replica.node_id.0.to_string(),
+                    "--data-dir".into(),
+                    data.join(&name).display().to_string(),
+                ],
+                name,
+                address: replica.address.clone(),
+            }
+        })
+        .collect();
     for group in &config.shards {
         out.push(Process {
             name: format!("shard-{}", group.id.0),
@@ -154,24 +168,26 @@ fn processes(config: &ClusterConfig, topology: &Path) -> Vec<Process> {
 }
 
 /// Starts a cluster in `dir` and returns once every process accepts connections.
-pub fn up(dir: &Path, shards: u32, agents: u32) -> Result<Started, ClusterError> {
+pub fn up(dir: &Path, shards: u32, agents: u32, replicas: u32) -> Result<Started, ClusterError> {
     let pids = dir.join("pids");
     if live_pids(&pids)?.into_iter().next().is_some() {
         return Err(ClusterError::AlreadyRunning(dir.display().to_string()));
     }
     let logs = dir.join("logs");
-    for folder in [dir, &logs, &pids] {
+    let data = dir.join("data");
+    for folder in [dir, &logs, &pids, &data] {
         std::fs::create_dir_all(folder).map_err(io_error(folder))?;
     }
-    let ports = free_ports(1 + shards as usize + agents as usize)?;
-    let config = local_topology(shards, agents, &ports);
+    let ports = free_ports(replicas as usize + shards as usize + agents as usize)?;
+    let config = local_topology(shards, agents, replicas, &ports);
     let topology = dir.join("topology.yaml");
     config.save(&topology)?;
     let topology = topology.canonicalize().map_err(io_error(&topology))?;
 
     let exe = std::env::current_exe().map_err(io_error(Path::new("parsec")))?;
     let mut started: Vec<(Process, Child, PathBuf)> = Vec::new();
-    for process in processes(&config, &topology) {
+    let data = data.canonicalize().map_err(io_error(&data))?;
+    for process in processes(&config, &topology, &data) {
         let log_path = logs.join(format!("{}.log", process.name));
         let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
         let err = log.try_clone().map_err(io_error(&log_path))?;
@@ -211,7 +227,12 @@ pub fn up(dir: &Path, shards: u32, agents: u32) -> Result<Started, ClusterError>
             .iter()
             .map(|s| s.replicas[0].address.clone())
             .collect(),
-        ticket_machine: config.ticket_machine.replicas[0].address.clone(),
+        ticket_machine: config
+            .ticket_machine
+            .replicas
+            .iter()
+            .map(|r| r.address.clone())
+            .collect(),
         agents: config.agents.iter().map(|a| a.address.clone()).collect(),
     })
 }

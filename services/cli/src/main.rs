@@ -47,12 +47,15 @@ enum Command {
         #[arg(long = "node", default_value_t = 1)]
         node_id: u64,
     },
-    /// Serve one replica of the ticket machine.
+    /// Serve one replica of the ticket machine (Raft-replicated).
     Ticketer {
         #[command(flatten)]
         node: NodeArgs,
         #[arg(long = "node", default_value_t = 1)]
         node_id: u64,
+        /// Where this replica keeps its Raft log and snapshots.
+        #[arg(long, default_value = "parsec-data/ticketer")]
+        data_dir: PathBuf,
     },
     /// Serve one agent.
     Agent {
@@ -105,6 +108,9 @@ enum ClusterCommand {
         shards: u32,
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
         agents: u32,
+        /// Replicas of each Raft group: the ticket machine today (shards replicate next).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+        replicas: u32,
     },
     /// Stop the cluster started in DIR.
     Down {
@@ -151,7 +157,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -195,10 +201,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ))
                 .map_err(|e| e.to_string())?
         }
-        Command::Ticketer { node, node_id } => {
+        Command::Ticketer {
+            node,
+            node_id,
+            data_dir,
+        } => {
             let config = load(&node.topology)?;
             runtime()?
-                .block_on(node::run_ticketer(&config, NodeId(node_id), node.listen))
+                .block_on(node::run_ticketer(
+                    &config,
+                    NodeId(node_id),
+                    &data_dir,
+                    node.listen,
+                ))
                 .map_err(|e| e.to_string())?
         }
         Command::Agent { node, agent } => {
@@ -226,11 +241,12 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             dir,
             shards,
             agents,
+            replicas,
         } => {
-            let started = cluster::up(&dir, shards, agents).map_err(|e| e.to_string())?;
+            let started = cluster::up(&dir, shards, agents, replicas).map_err(|e| e.to_string())?;
             println!("cluster up in {}", dir.display());
             println!("  topology:       {}", started.topology.display());
-            println!("  ticket machine: {}", started.ticket_machine);
+            println!("  ticket machine: {}", started.ticket_machine.join(", "));
             for (i, shard) in started.shards.iter().enumerate() {
                 println!("  shard {i}:        {shard}");
             }

@@ -1,14 +1,18 @@
 //! Wiring of each role: what `parsec shard | ticketer | agent | dev` start.
 
+use openraft::BasicNode;
 use parsec_agent::agent::{Agent, AgentSettings};
 use parsec_agent::lua::LuaRunner;
 use parsec_agent::service::AgentService;
 use parsec_broker::{Broker, BrokerSettings, GrpcShard, LocalShard, ShardPeers, ShardTransport};
 use parsec_core::config::Replica;
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
+use parsec_raft::{RaftConfig, RaftNode};
 use parsec_shard::{ShardEngine, ShardService};
+use parsec_ticketer::TicketMachine;
 use parsec_ticketer::{GrpcTicketMachine, RangeSource, TicketDispenser, TicketMachineService};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Server;
@@ -27,6 +31,8 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
     #[error("{0}")]
     Connect(String),
+    #[error("raft: {0}")]
+    Raft(String),
 }
 
 /// Where to listen for a `host:port` from the topology: the address itself when it is an IP,
@@ -169,20 +175,43 @@ pub async fn run_shard(
     serve(address, server().add_service(service.into_server())).await
 }
 
-/// Serves ticket machine replica `node`.
+/// Serves ticket machine replica `node`, replicated with Raft; its log and snapshots live in
+/// `data_dir`. The replica with the lowest node id initializes the group on first boot.
 pub async fn run_ticketer(
     config: &ClusterConfig,
     node: NodeId,
+    data_dir: &Path,
     listen: Option<SocketAddr>,
 ) -> Result<(), NodeError> {
-    let replica = replica(&config.ticket_machine.replicas, node, "the ticket machine")?;
+    let replicas = &config.ticket_machine.replicas;
+    let replica = replica(replicas, node, "the ticket machine")?;
     let address = listen_or(listen, &replica.address)?;
-    tracing::info!(%node, %address, "ticket machine serving");
-    serve(
-        address,
-        server().add_service(TicketMachineService::new().into_server()),
+    let raft = RaftNode::start(
+        node.0,
+        data_dir,
+        TicketMachine::new(),
+        RaftConfig::default(),
     )
     .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft = Arc::new(raft);
+    if replicas.iter().map(|r| r.node_id).min() == Some(node) {
+        let members = replicas
+            .iter()
+            .map(|r| (r.node_id.0, BasicNode::new(&r.address)))
+            .collect();
+        raft.initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    }
+    tracing::info!(%node, %address, data_dir = %data_dir.display(), "ticket machine serving");
+    let router = server()
+        .add_routes(raft.routes())
+        .add_service(TicketMachineService::replicated(raft.clone()).into_server());
+    let served = serve(address, router).await;
+    // Close the log cleanly before the process exits.
+    raft.shutdown().await;
+    served
 }
 
 fn build_agent(
@@ -212,7 +241,13 @@ pub async fn run_agent(
         .ok_or_else(|| NodeError::Topology(format!("the topology has no {id}")))?;
     let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
     let shards = grpc_shards(config)?;
-    let tickets = GrpcTicketMachine::new(&config.ticket_machine.replicas[0].address, timeout)
+    let ticket_machine: Vec<String> = config
+        .ticket_machine
+        .replicas
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    let tickets = GrpcTicketMachine::new(&ticket_machine, timeout)
         .map_err(|e| NodeError::Connect(e.to_string()))?;
     let agent = build_agent(id, shards, Arc::new(tickets), &config.settings);
     start_heartbeats(&agent, &config.settings).await;

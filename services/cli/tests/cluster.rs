@@ -24,9 +24,23 @@ struct LocalCluster {
 
 impl LocalCluster {
     fn up() -> Self {
+        Self::up_with_replicas(1)
+    }
+
+    fn up_with_replicas(replicas: u32) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = Command::new(PARSEC)
-            .args(["cluster", "up", "--shards", "2", "--agents", "2", "--dir"])
+            .args([
+                "cluster",
+                "up",
+                "--shards",
+                "2",
+                "--agents",
+                "2",
+                "--replicas",
+            ])
+            .arg(replicas.to_string())
+            .arg("--dir")
             .arg(dir.path())
             .output()
             .expect("run parsec cluster up");
@@ -306,6 +320,106 @@ fn a_killed_agent_releases_its_locks_within_its_lease() {
             );
         }
     });
+}
+
+/// `kill -9` of the ticket machine's Raft leader in the middle of a load run: the survivors
+/// elect a new leader, agents follow it, and no payment fails or is lost.
+#[test]
+fn the_ticket_machine_survives_the_death_of_its_leader() {
+    let cluster = LocalCluster::up_with_replicas(3);
+    let topology = cluster.topology();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let ticketers: Vec<String> = topology
+        .ticket_machine
+        .replicas
+        .iter()
+        .map(|r| r.address.clone())
+        .collect();
+    let leader = runtime.block_on(wait_for_leader(&ticketers, None));
+    let bench = Command::new(PARSEC)
+        .args([
+            "bench",
+            "lua-pay",
+            "--json",
+            "--wallets",
+            "1000",
+            "--concurrency",
+            "64",
+            "--duration",
+            "8",
+            "--topology",
+        ])
+        .arg(cluster.topology_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start bench");
+    let shards: Vec<String> = topology
+        .shards
+        .iter()
+        .map(|s| s.replicas[0].address.clone())
+        .collect();
+    runtime.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while applied(&shards).await < 2_000 {
+            assert!(std::time::Instant::now() < deadline, "no payments flowing");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    let pid_file = cluster
+        .dir
+        .path()
+        .join(format!("pids/ticketer-{leader}.pid"));
+    let pid = std::fs::read_to_string(pid_file).expect("leader pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let killed_at = std::time::Instant::now();
+    let new_leader = runtime.block_on(wait_for_leader(&ticketers, Some(leader)));
+    eprintln!(
+        "ticket machine: leader {leader} killed, node {new_leader} elected {:?} later",
+        killed_at.elapsed()
+    );
+
+    let output = bench.wait_with_output().expect("bench");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).expect("report");
+    eprintln!("ticket machine leader killed mid-run: {report}");
+    assert_eq!(report["total_ok"], true, "{report}\n{}", cluster.logs());
+    assert_eq!(report["wallets_ok"], true, "{report}");
+    assert_eq!(
+        report["errors"], 0,
+        "failover must delay payments, not fail them: {report}"
+    );
+}
+
+/// Polls the ticket machine replicas until one other than `not` says it leads; returns its id.
+async fn wait_for_leader(replicas: &[String], not: Option<u64>) -> u64 {
+    use parsec_raft::pb::{StatusRequest, raft_admin_client::RaftAdminClient};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for address in replicas {
+            let Ok(channel) = Channel::from_shared(format!("http://{address}"))
+                .expect("address")
+                .connect()
+                .await
+            else {
+                continue;
+            };
+            if let Ok(status) = RaftAdminClient::new(channel).status(StatusRequest {}).await {
+                let status = status.into_inner();
+                if status.role == "leader" && Some(status.node_id) != not {
+                    return status.node_id;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 /// Commands applied by all shards so far.

@@ -123,8 +123,16 @@ async fn restart_follower(config: parsec_raft::RaftConfig, writes: usize) {
     }
     let t0 = Instant::now();
     c.start_node(follower, Some(stopped.addr.clone())).await;
-    let after_start = c.node(follower).metrics();
-    // Restart does not lose the snapshot: the state machine starts from it.
+    // Restart does not lose the snapshot: the state machine starts from it. openraft publishes
+    // the reloaded snapshot in its metrics shortly after start, so wait for it (bounded).
+    let expected = before.snapshot;
+    let after_start = c
+        .node(follower)
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot == expected, "snapshot reloaded from disk")
+        .await
+        .expect("the restarted node reports the snapshot it had before");
     assert_eq!(after_start.snapshot, before.snapshot);
     if before.snapshot.is_some() {
         assert!(after_start.last_applied >= before.snapshot);
@@ -198,7 +206,13 @@ async fn wiped_follower_is_restored_by_snapshot_install() {
     let state = c.wait_converged(&[1, 2, 3]).await;
     eprintln!("SNAPSHOT: wiped follower restored in {:?}", t0.elapsed());
     assert_eq!(state.map.len(), 240);
-    let fm = c.node(follower).metrics();
+    let fm = c
+        .node(follower)
+        .raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.snapshot.is_some(), "snapshot installed")
+        .await
+        .expect("the wiped follower was restored by a snapshot");
     assert!(fm.snapshot.is_some(), "follower got no snapshot: {fm:?}");
     assert!(
         stopped
