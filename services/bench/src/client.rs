@@ -41,7 +41,7 @@ impl AgentPool {
                 .await
                 .map_err(|e| ClientError::Unreachable {
                     address: address.clone(),
-                    message: error_chain(&e),
+                    message: parsec_core::error_chain(&e),
                 })?;
             clients.push((
                 address.clone(),
@@ -125,16 +125,4 @@ impl AgentPool {
             .into_inner();
         Ok(status.shards.iter().map(|s| s.rpcs).sum())
     }
-}
-
-/// An error with its causes, `outer: inner: root`: tonic's own message is just "transport error".
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

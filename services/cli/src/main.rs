@@ -4,6 +4,7 @@
 mod cluster;
 mod lua;
 mod node;
+mod status;
 
 use clap::{Args, Parser, Subcommand};
 use parsec_bench::{AgentPool, LuaPayOptions, run_lua_pay};
@@ -79,6 +80,15 @@ enum Command {
         json: bool,
         #[command(subcommand)]
         command: lua::LuaCommand,
+    },
+    /// Show every process of a cluster: Raft role, leader, term and indexes, shard figures.
+    Status {
+        /// The cluster topology (YAML).
+        #[arg(long, alias = "cluster", env = "PARSEC_TOPOLOGY")]
+        topology: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Run a load generator against an agent, a cluster or `parsec dev`.
     Bench {
@@ -223,6 +233,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?
         }
         Command::Cluster { command } => return cluster_command(command),
+        Command::Status { topology, json } => {
+            let config = load(&topology)?;
+            let rows = runtime()?.block_on(status::collect(&config));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?
+                );
+            } else {
+                print!("{}", status::table(&rows));
+            }
+            if rows.iter().any(|row| row.error.is_some()) {
+                return Ok(ExitCode::from(2));
+            }
+        }
         Command::Lua {
             agent,
             json,

@@ -385,6 +385,29 @@ fn the_ticket_machine_survives_the_death_of_its_leader() {
         killed_at.elapsed()
     );
 
+    // `parsec status` shows the dead replica and the new leader, and exits 2.
+    let status = Command::new(PARSEC)
+        .args(["status", "--json", "--topology"])
+        .arg(cluster.topology_path())
+        .output()
+        .expect("run parsec status");
+    assert_eq!(status.status.code(), Some(2), "a replica is down");
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&status.stdout).expect("status prints JSON");
+    let role = |node: u64| {
+        rows.iter()
+            .find(|r| r["group"] == "ticket-machine" && r["node"] == node)
+            .map(|r| r["role"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(role(leader).as_deref(), Some("unreachable"), "{rows:?}");
+    assert_eq!(role(new_leader).as_deref(), Some("leader"), "{rows:?}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["group"].as_str().is_some_and(|g| g.starts_with("shard-")))
+            .count(),
+        2
+    );
+
     let output = bench.wait_with_output().expect("bench");
     let report: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).expect("report");

@@ -45,6 +45,18 @@ pub fn display_key(key: &[u8]) -> String {
     out
 }
 
+/// An error with its causes, `outer: inner: root` (tonic's own message is just "transport error").
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::display_key;

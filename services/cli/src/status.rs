@@ -1,0 +1,208 @@
+//! `parsec status`: one row per process of a cluster — Raft role, leader, term and indexes for
+//! Raft groups, lock-table figures for shards, reachability for agents.
+
+use parsec_core::ClusterConfig;
+use parsec_proto as pb;
+use parsec_raft::pb::{StatusRequest, raft_admin_client::RaftAdminClient};
+use serde::Serialize;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default, Serialize)]
+pub struct Row {
+    pub group: String,
+    pub node: u64,
+    pub address: String,
+    /// leader / follower / candidate / learner (Raft), serving (unreplicated), unreachable.
+    pub role: String,
+    pub leader: Option<u64>,
+    pub term: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub snapshot_bytes: Option<u64>,
+    pub keys: Option<u64>,
+    pub tickets: Option<u64>,
+    pub locked_keys: Option<u64>,
+    pub error: Option<String>,
+}
+
+async fn channel(address: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(TIMEOUT)
+        .timeout(TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| parsec_core::error_chain(&e))
+}
+
+fn unreachable(group: &str, node: u64, address: &str, error: String) -> Row {
+    Row {
+        group: group.to_owned(),
+        node,
+        address: address.to_owned(),
+        role: "unreachable".into(),
+        error: Some(error),
+        ..Row::default()
+    }
+}
+
+async fn raft_row(group: &str, node: u64, address: &str) -> Row {
+    let status = match channel(address).await {
+        Ok(channel) => RaftAdminClient::new(channel)
+            .status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_owned()),
+        Err(error) => Err(error),
+    };
+    match status {
+        Ok(s) => Row {
+            group: group.to_owned(),
+            node,
+            address: address.to_owned(),
+            role: s.role,
+            leader: s.leader_id,
+            term: Some(s.term),
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            snapshot_index: s.snapshot_index,
+            snapshot_bytes: Some(s.snapshot_size_bytes),
+            ..Row::default()
+        },
+        Err(error) => unreachable(group, node, address, error),
+    }
+}
+
+async fn shard_row(group: &str, node: u64, address: &str) -> Row {
+    let status = match channel(address).await {
+        Ok(channel) => pb::shard_client::ShardClient::new(channel)
+            .status(pb::StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_owned()),
+        Err(error) => Err(error),
+    };
+    match status {
+        Ok(s) => Row {
+            group: group.to_owned(),
+            node,
+            address: address.to_owned(),
+            role: "serving".into(),
+            applied_index: Some(s.applied_commands),
+            keys: Some(s.keys),
+            tickets: Some(s.tickets),
+            locked_keys: Some(s.locked_keys),
+            ..Row::default()
+        },
+        Err(error) => unreachable(group, node, address, error),
+    }
+}
+
+async fn agent_row(id: u32, address: &str) -> Row {
+    let group = format!("agent-{id}");
+    let status = match channel(address).await {
+        Ok(channel) => pb::agent_client::AgentClient::new(channel)
+            .cluster_status(pb::StatusRequest {})
+            .await
+            .map_err(|s| s.message().to_owned()),
+        Err(error) => Err(error),
+    };
+    match status {
+        Ok(_) => Row {
+            group,
+            address: address.to_owned(),
+            role: "serving".into(),
+            ..Row::default()
+        },
+        Err(error) => unreachable(&group, 0, address, error),
+    }
+}
+
+/// Asks every process of `config` for its status, all at once.
+pub async fn collect(config: &ClusterConfig) -> Vec<Row> {
+    let ticketers = config
+        .ticket_machine
+        .replicas
+        .iter()
+        .map(|r| raft_row("ticket-machine", r.node_id.0, &r.address));
+    let shards = config.shards.iter().flat_map(|group| {
+        let name = format!("shard-{}", group.id.0);
+        group
+            .replicas
+            .iter()
+            .map(move |r| (name.clone(), r.node_id.0, r.address.clone()))
+    });
+    let mut rows = futures::future::join_all(ticketers).await;
+    rows.extend(
+        futures::future::join_all(
+            shards
+                .map(|(name, node, address)| async move { shard_row(&name, node, &address).await }),
+        )
+        .await,
+    );
+    rows.extend(
+        futures::future::join_all(config.agents.iter().map(|a| agent_row(a.id.0, &a.address)))
+            .await,
+    );
+    rows
+}
+
+/// The rows as an aligned table.
+pub fn table(rows: &[Row]) -> String {
+    let cell = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let mut lines = vec![
+        [
+            "GROUP", "NODE", "ADDRESS", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "SNAPSHOT",
+            "KEYS", "TICKETS", "LOCKED",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for row in rows {
+        lines.push(vec![
+            row.group.clone(),
+            if row.node == 0 {
+                "-".into()
+            } else {
+                row.node.to_string()
+            },
+            row.address.clone(),
+            row.role.clone(),
+            cell(row.leader),
+            cell(row.term),
+            cell(row.commit_index),
+            cell(row.applied_index),
+            cell(row.snapshot_index),
+            cell(row.keys),
+            cell(row.tickets),
+            cell(row.locked_keys),
+        ]);
+    }
+    let widths: Vec<usize> = (0..lines[0].len())
+        .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    for row in rows.iter().filter(|r| r.error.is_some()) {
+        out.push_str(&format!(
+            "{} {} ({}): {}\n",
+            row.group,
+            row.node,
+            row.address,
+            row.error.as_deref().unwrap_or_default()
+        ));
+    }
+    out
+}
