@@ -74,6 +74,27 @@ impl LocalCluster {
         out
     }
 
+    /// First replica of every shard.
+    fn shard_addresses(&self) -> Vec<String> {
+        self.topology()
+            .shards
+            .iter()
+            .map(|s| s.replicas[0].address.clone())
+            .collect()
+    }
+
+    /// An 8-second, 64-in-flight payment run over every agent, printing its report as JSON.
+    fn start_background_bench(&self) -> std::process::Child {
+        Command::new(PARSEC)
+            .args(["bench", "lua-pay", "--json", "--wallets", "1000"])
+            .args(["--concurrency", "64", "--duration", "8", "--topology"])
+            .arg(self.topology_path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start bench")
+    }
+
     /// Every process is still alive.
     fn assert_all_running(&self) {
         for entry in std::fs::read_dir(self.dir.path().join("pids"))
@@ -222,40 +243,12 @@ fn lua_cli(cluster: &LocalCluster) {
 #[test]
 fn a_killed_agent_releases_its_locks_within_its_lease() {
     let cluster = LocalCluster::up();
-    let topology = cluster.topology();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let bench = Command::new(PARSEC)
-        .args([
-            "bench",
-            "lua-pay",
-            "--json",
-            "--wallets",
-            "1000",
-            "--concurrency",
-            "64",
-            "--duration",
-            "8",
-            "--topology",
-        ])
-        .arg(cluster.topology_path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start bench");
+    let bench = cluster.start_background_bench();
 
     // Kill agent 1 once payments flow (both agents get half the wallets).
-    let shards: Vec<String> = topology
-        .shards
-        .iter()
-        .map(|s| s.replicas[0].address.clone())
-        .collect();
-    runtime.block_on(async {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while applied(&shards).await < 2_000 {
-            assert!(std::time::Instant::now() < deadline, "no payments flowing");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    });
+    let shards = cluster.shard_addresses();
+    runtime.block_on(wait_for_payments(&shards));
     let pid = std::fs::read_to_string(cluster.dir.path().join("pids/agent-1.pid")).expect("pid");
     let killed = Command::new("kill")
         .args(["-9", pid.trim()])
@@ -336,36 +329,9 @@ fn the_ticket_machine_survives_the_death_of_its_leader() {
         .map(|r| r.address.clone())
         .collect();
     let leader = runtime.block_on(wait_for_leader(&ticketers, None));
-    let bench = Command::new(PARSEC)
-        .args([
-            "bench",
-            "lua-pay",
-            "--json",
-            "--wallets",
-            "1000",
-            "--concurrency",
-            "64",
-            "--duration",
-            "8",
-            "--topology",
-        ])
-        .arg(cluster.topology_path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start bench");
-    let shards: Vec<String> = topology
-        .shards
-        .iter()
-        .map(|s| s.replicas[0].address.clone())
-        .collect();
-    runtime.block_on(async {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while applied(&shards).await < 2_000 {
-            assert!(std::time::Instant::now() < deadline, "no payments flowing");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    });
+    let bench = cluster.start_background_bench();
+    let shards = cluster.shard_addresses();
+    runtime.block_on(wait_for_payments(&shards));
     let pid_file = cluster
         .dir
         .path()
@@ -442,6 +408,15 @@ async fn wait_for_leader(replicas: &[String], not: Option<u64>) -> u64 {
         }
         assert!(std::time::Instant::now() < deadline, "no leader elected");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Returns once the shards have applied 2,000 commands: payments are flowing.
+async fn wait_for_payments(shards: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while applied(shards).await < 2_000 {
+        assert!(std::time::Instant::now() < deadline, "no payments flowing");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
