@@ -39,6 +39,19 @@ async fn channel(address: &str) -> Result<Channel, String> {
         .map_err(|e| parsec_core::error_chain(&e))
 }
 
+/// Connects to `address` and makes one call; a failure of either is the error text.
+async fn ask<T, F, Fut>(address: &str, call: F) -> Result<T, String>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let channel = channel(address).await?;
+    call(channel)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| status.message().to_owned())
+}
+
 fn unreachable(group: &str, node: u64, address: &str, error: String) -> Row {
     Row {
         group: group.to_owned(),
@@ -51,14 +64,10 @@ fn unreachable(group: &str, node: u64, address: &str, error: String) -> Row {
 }
 
 async fn raft_row(group: &str, node: u64, address: &str) -> Row {
-    let status = match channel(address).await {
-        Ok(channel) => RaftAdminClient::new(channel)
-            .status(StatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_owned()),
-        Err(error) => Err(error),
-    };
+    let status = ask(address, |channel| async move {
+        RaftAdminClient::new(channel).status(StatusRequest {}).await
+    })
+    .await;
     match status {
         Ok(s) => Row {
             group: group.to_owned(),
@@ -78,14 +87,12 @@ async fn raft_row(group: &str, node: u64, address: &str) -> Row {
 }
 
 async fn shard_row(group: &str, node: u64, address: &str) -> Row {
-    let status = match channel(address).await {
-        Ok(channel) => pb::shard_client::ShardClient::new(channel)
+    let status = ask(address, |channel| async move {
+        pb::shard_client::ShardClient::new(channel)
             .status(pb::StatusRequest {})
             .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_owned()),
-        Err(error) => Err(error),
-    };
+    })
+    .await;
     match status {
         Ok(s) => Row {
             group: group.to_owned(),
@@ -104,13 +111,12 @@ async fn shard_row(group: &str, node: u64, address: &str) -> Row {
 
 async fn agent_row(id: u32, address: &str) -> Row {
     let group = format!("agent-{id}");
-    let status = match channel(address).await {
-        Ok(channel) => pb::agent_client::AgentClient::new(channel)
+    let status = ask(address, |channel| async move {
+        pb::agent_client::AgentClient::new(channel)
             .cluster_status(pb::StatusRequest {})
             .await
-            .map_err(|s| s.message().to_owned()),
-        Err(error) => Err(error),
-    };
+    })
+    .await;
     match status {
         Ok(_) => Row {
             group,

@@ -261,26 +261,16 @@ impl ShardEngine {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(ShardError::InvalidArgument("lock request dropped".into())),
             Err(_) => {
-                let mut inner = self.inner.lock();
-                // The grant may have landed between the timer firing and taking the mutex.
-                if !inner.waiters.contains_key(&ticket) {
-                    drop(inner);
-                    return Err(ShardError::LockTimeout {
-                        ticket,
-                        waited: wait,
-                    });
-                }
-                inner.release(
-                    ticket,
-                    ShardError::LockTimeout {
-                        ticket,
-                        waited: wait,
-                    },
-                );
-                Err(ShardError::LockTimeout {
+                let timed_out = ShardError::LockTimeout {
                     ticket,
                     waited: wait,
-                })
+                };
+                let mut inner = self.inner.lock();
+                // The grant may have landed between the timer firing and taking the mutex.
+                if inner.waiters.contains_key(&ticket) {
+                    inner.release(ticket, timed_out.clone());
+                }
+                Err(timed_out)
             }
         }
     }
@@ -381,42 +371,16 @@ impl ShardEngine {
     }
 
     /// Every ticket this shard knows (optionally only `agent`'s), from the lock table and the
-    /// replicated records.
+    /// replicated records (a replicated record wins: it is what survives a failover).
     pub fn tickets(&self, agent: Option<AgentId>) -> Vec<TicketInfo> {
         let inner = self.inner.lock();
-        let mut out: HashMap<Ticket, TicketInfo> = HashMap::new();
-        for (ticket, view) in inner.locks.tickets() {
-            let state = match view.phase {
-                Phase::Active => TicketState::Begun,
-                Phase::Wounded(_) => TicketState::Wounded,
-                Phase::Prepared => TicketState::Prepared,
-            };
-            out.insert(
-                ticket,
-                TicketInfo {
-                    ticket,
-                    attempt: view.attempt,
-                    agent: view.agent,
-                    state,
-                    participants: Vec::new(),
-                },
-            );
-        }
+        let mut out: HashMap<Ticket, TicketInfo> = inner
+            .locks
+            .tickets()
+            .map(|(ticket, view)| (ticket, lock_info(ticket, &view)))
+            .collect();
         for (&ticket, record) in inner.state.tickets() {
-            let state = match record.state {
-                RecordState::Prepared { .. } => TicketState::Prepared,
-                RecordState::Committed => TicketState::Committed,
-            };
-            out.insert(
-                ticket,
-                TicketInfo {
-                    ticket,
-                    attempt: record.attempt,
-                    agent: record.agent,
-                    state,
-                    participants: record.participants.clone(),
-                },
-            );
+            out.insert(ticket, record_info(ticket, record));
         }
         let mut tickets: Vec<TicketInfo> = out
             .into_values()
@@ -424,6 +388,18 @@ impl ShardEngine {
             .collect();
         tickets.sort_by_key(|info| info.ticket);
         tickets
+    }
+
+    /// What this shard knows of one ticket.
+    pub fn ticket(&self, ticket: Ticket) -> Option<TicketInfo> {
+        let inner = self.inner.lock();
+        match inner.state.ticket(ticket) {
+            Some(record) => Some(record_info(ticket, record)),
+            None => inner
+                .locks
+                .ticket(ticket)
+                .map(|view| lock_info(ticket, &view)),
+        }
     }
 
     /// Committed values without a lock.
@@ -523,14 +499,6 @@ impl ShardEngine {
             .collect()
     }
 
-    /// What this shard knows of `ticket`, with the attempt it knows.
-    pub fn ticket_state(&self, ticket: Ticket) -> Option<(TicketState, u32)> {
-        self.tickets(None)
-            .into_iter()
-            .find(|info| info.ticket == ticket)
-            .map(|info| (info.state, info.attempt))
-    }
-
     pub fn status(&self) -> ShardStatus {
         let inner = self.inner.lock();
         ShardStatus {
@@ -544,6 +512,33 @@ impl ShardEngine {
             applied_commands: inner.state.applied(),
             data_bytes: inner.state.data_bytes(),
         }
+    }
+}
+
+fn lock_info(ticket: Ticket, view: &crate::lock_table::TicketView) -> TicketInfo {
+    TicketInfo {
+        ticket,
+        attempt: view.attempt,
+        agent: view.agent,
+        state: match view.phase {
+            Phase::Active => TicketState::Begun,
+            Phase::Wounded(_) => TicketState::Wounded,
+            Phase::Prepared => TicketState::Prepared,
+        },
+        participants: Vec::new(),
+    }
+}
+
+fn record_info(ticket: Ticket, record: &crate::state_machine::TicketRecord) -> TicketInfo {
+    TicketInfo {
+        ticket,
+        attempt: record.attempt,
+        agent: record.agent,
+        state: match record.state {
+            RecordState::Prepared { .. } => TicketState::Prepared,
+            RecordState::Committed => TicketState::Committed,
+        },
+        participants: record.participants.clone(),
     }
 }
 

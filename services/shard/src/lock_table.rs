@@ -20,8 +20,7 @@
 //!   marked `first` for a ticket the table does not know fails, so a transaction can never carry on
 //!   believing it holds locks that a reset or a failover took away.
 
-pub use parsec_core::display_key as hex;
-use parsec_core::{AgentId, Key, LockMode, Ticket};
+use parsec_core::{AgentId, Key, LockMode, Ticket, display_key};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Who wounded a ticket, and on which key.
@@ -67,9 +66,9 @@ pub enum LockError {
     },
     #[error("{0} is already prepared")]
     AlreadyPrepared(Ticket),
-    #[error("{ticket} was wounded by {} on key {}", wound.by, hex(&wound.key))]
+    #[error("{ticket} was wounded by {} on key {}", wound.by, display_key(&wound.key))]
     Wounded { ticket: Ticket, wound: Wound },
-    #[error("{ticket} does not hold a write lock on key {}", hex(key))]
+    #[error("{ticket} does not hold a write lock on key {}", display_key(key))]
     WriteLockNotHeld { ticket: Ticket, key: Key },
     #[error("{ticket} holds {held} locks here but its broker counted {expected}")]
     LockCountMismatch {
@@ -455,7 +454,7 @@ impl LockTable {
             debug_assert!(
                 lock.is_idle(),
                 "restore_prepared over a busy key {}",
-                hex(&key)
+                display_key(&key)
             );
             lock.writer = Some(ticket);
             record.held.insert(key, LockMode::Write);
@@ -519,7 +518,7 @@ impl LockTable {
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut waiting = 0;
         for (key, lock) in &self.keys {
-            let k = hex(key);
+            let k = display_key(key);
             if lock.is_idle() {
                 return Err(format!("idle key {k} kept in the table"));
             }
@@ -601,7 +600,7 @@ impl LockTable {
                 if !holds {
                     return Err(format!(
                         "{ticket} believes it holds {} but does not",
-                        hex(key)
+                        display_key(key)
                     ));
                 }
             }
@@ -611,7 +610,10 @@ impl LockTable {
                     .get(key)
                     .is_some_and(|lock| lock.queue.contains_key(ticket))
                 {
-                    return Err(format!("{ticket} believes it waits for {}", hex(key)));
+                    return Err(format!(
+                        "{ticket} believes it waits for {}",
+                        display_key(key)
+                    ));
                 }
             }
         }

@@ -214,12 +214,18 @@ impl pb::shard_server::Shard for ShardService {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         let request = request.into_inner();
         let agent = request.agent.map(AgentId);
-        let only = request.ticket.map(Ticket);
-        let tickets = self
-            .engine
-            .tickets(agent)
+        // One ticket (what recovery asks for) is a direct lookup, not a scan of every ticket.
+        let infos = match request.ticket.map(Ticket) {
+            Some(ticket) => self
+                .engine
+                .ticket(ticket)
+                .filter(|info| agent.is_none_or(|a| info.agent == a))
+                .into_iter()
+                .collect(),
+            None => self.engine.tickets(agent),
+        };
+        let tickets = infos
             .into_iter()
-            .filter(|info| only.is_none_or(|t| t == info.ticket))
             .map(|info| pb::TicketInfo {
                 ticket: info.ticket.0,
                 attempt: info.attempt,
