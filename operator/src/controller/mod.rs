@@ -1,0 +1,446 @@
+//! The reconciler: read → validate → plan → build → apply (+ orphan cleanup) → one disruptive
+//! step → status, events and metrics.
+
+pub mod apply;
+pub mod observe;
+pub mod plan;
+pub mod status;
+pub mod volumes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::admin::RaftAdmin;
+use crate::build::{self, BuildError, MonitoringApis};
+use crate::crd::{Operation, ParsecCluster, ParsecClusterStatus};
+use crate::metrics::Metrics;
+use crate::naming::FIELD_MANAGER;
+use crate::validate::validate;
+use plan::Effect;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot {action} {kind} {name}: {source}")]
+    Kube {
+        action: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl Error {
+    /// A short label for metrics and event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "KubernetesApi",
+            Error::Build(_) => "Build",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub admin: Arc<dyn RaftAdmin>,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub apis: MonitoringApis,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        admin: Arc<dyn RaftAdmin>,
+        metrics: Arc<Metrics>,
+        apis: MonitoringApis,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            admin,
+            metrics,
+            apis,
+        }
+    }
+}
+
+/// Requeue soon while something is moving, rarely otherwise (watches wake us on changes).
+const BUSY_REQUEUE: Duration = Duration::from_secs(5);
+const IDLE_REQUEUE: Duration = Duration::from_secs(300);
+
+async fn publish(
+    ctx: &Context,
+    cluster: &ParsecCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, reason, "cannot publish an event");
+    }
+}
+
+async fn patch_status(
+    ctx: &Context,
+    cluster: &ParsecCluster,
+    status: &ParsecClusterStatus,
+) -> Result<(), Error> {
+    if cluster.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let patch = json!({
+        "apiVersion": "parsec.dev/v1alpha1",
+        "kind": "ParsecCluster",
+        "status": status,
+    });
+    Api::<ParsecCluster>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::Kube {
+            action: "update the status of",
+            kind: "ParsecCluster",
+            name,
+            source,
+        })?;
+    Ok(())
+}
+
+/// Takes one disruptive step. Errors of the data plane are not reconcile errors: they are
+/// recorded in the operation and the step is retried.
+async fn execute(ctx: &Context, namespace: &str, effect: &Effect) -> Result<(), String> {
+    match effect {
+        Effect::AddLearner {
+            leader,
+            node_id,
+            addr,
+        } => ctx
+            .admin
+            .add_learner(leader, *node_id, addr)
+            .await
+            .map_err(|e| e.to_string()),
+        Effect::PromoteLearner { leader, node_id } => ctx
+            .admin
+            .promote_learner(leader, *node_id)
+            .await
+            .map_err(|e| e.to_string()),
+        Effect::RemoveMember { leader, node_id } => ctx
+            .admin
+            .remove_member(leader, *node_id)
+            .await
+            .map_err(|e| e.to_string()),
+        Effect::DeletePod { pod } => Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+            .delete(pod, &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .or_else(|e| match e {
+                kube::Error::Api(s) if s.code == 404 => Ok(()),
+                e => Err(format!("cannot delete pod {pod}: {e}")),
+            }),
+    }
+}
+
+fn effect_label(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::AddLearner { .. } => "AddLearner",
+        Effect::PromoteLearner { .. } => "PromoteLearner",
+        Effect::RemoveMember { .. } => "RemoveMember",
+        Effect::DeletePod { .. } => "DeletePod",
+    }
+}
+
+fn describe(op: &Operation) -> String {
+    format!(
+        "{} {} of {} (node {})",
+        op.kind.as_str(),
+        op.pod,
+        op.group,
+        op.node_id
+    )
+}
+
+/// One reconcile of one cluster.
+pub async fn reconcile(cluster: Arc<ParsecCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&cluster, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+#[tracing::instrument(skip_all, fields(cluster = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
+async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Action, Error> {
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Every child carries an owner reference: the garbage collector removes them, and the
+        // StatefulSets' PVC retention policy decides about the volumes.
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let old_status = cluster.status.as_ref();
+    let validated = match validate(cluster) {
+        Ok(v) => v,
+        Err(errors) => {
+            let reason = errors.to_string();
+            tracing::warn!(%reason, "spec rejected");
+            let status = status::rejected(old_status, cluster.metadata.generation, &reason, now);
+            if old_status != Some(&status) {
+                publish(ctx, cluster, EventType::Warning, "SpecRejected", reason).await;
+            }
+            patch_status(ctx, cluster, &status).await?;
+            // Nothing to retry until the spec changes.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let observed = observe::observe(&ctx.client, ctx.admin.as_ref(), &validated).await?;
+    let paused = validated.spec.cluster_operation.reconciliation_paused;
+    let mut plan = plan::plan(&validated, old_status, &observed, &now.to_string());
+
+    if paused {
+        let status = status::compute(status::StatusInput {
+            cluster: &validated,
+            observed: &observed,
+            members: &plan.members_before,
+            operation: old_status.and_then(|s| s.operation.as_ref()),
+            old: old_status,
+            paused: true,
+            now,
+        });
+        if !old_status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == status::PAUSED && c.status == "True")
+        }) {
+            publish(
+                ctx,
+                cluster,
+                EventType::Warning,
+                "ReconciliationPaused",
+                "clusterOperation.reconciliationPaused is set: the operator applies nothing".into(),
+            )
+            .await;
+        }
+        patch_status(ctx, cluster, &status).await?;
+        return Ok(Action::requeue(IDLE_REQUEUE));
+    }
+
+    let live_volumes: build::LiveVolumeSizes = observed
+        .groups
+        .iter()
+        .filter_map(|(g, o)| Some((*g, o.volume_size.clone()?)))
+        .collect();
+    let desired = build::build(&validated, &plan.sizes, &live_volumes, ctx.apis)?;
+    apply::apply(
+        &ctx.client,
+        &validated,
+        &desired,
+        observed.deployment.as_ref(),
+    )
+    .await?;
+    for deleted in apply::delete_orphans(&ctx.client, &validated, &desired, ctx.apis).await? {
+        tracing::info!(object = %deleted, "deleted an object the cluster no longer needs");
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "Deleted",
+            format!("deleted {deleted}"),
+        )
+        .await;
+    }
+
+    for grown in volumes::grow(&ctx.client, &validated, &observed).await? {
+        publish(ctx, cluster, EventType::Normal, "VolumeExpanding", grown).await;
+    }
+
+    // The one disruptive step of this reconcile.
+    if let Some(effect) = plan.effect.clone() {
+        let label = effect_label(&effect);
+        match execute(ctx, &validated.namespace, &effect).await {
+            Ok(()) => {
+                ctx.metrics.observe_step(label, true);
+                tracing::info!(step = label, ?effect, "operation step done");
+            }
+            Err(message) => {
+                ctx.metrics.observe_step(label, false);
+                tracing::warn!(step = label, %message, "operation step failed; retrying");
+                let mut retry = plan.retry.clone();
+                if let Some(op) = retry.as_mut() {
+                    op.message = Some(message.clone());
+                }
+                plan.operation = retry;
+                plan.completed = None;
+                plan.members = plan.members_before.clone();
+                if let Some(op) = &plan.operation {
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        "OperationStepFailed",
+                        format!("{}: {label} failed: {message}", describe(op)),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+    let previous_op = old_status.and_then(|s| s.operation.as_ref());
+    if let Some(op) = &plan.operation {
+        if previous_op.map(|p| (p.kind, &p.group, p.node_id))
+            != Some((op.kind, &op.group, op.node_id))
+        {
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "OperationStarted",
+                describe(op),
+            )
+            .await;
+        } else if previous_op.map(|p| p.step) != Some(op.step) {
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "OperationStep",
+                format!("{}: now {}", describe(op), op.step.as_str()),
+            )
+            .await;
+        }
+    }
+    if let Some(done) = &plan.completed {
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "OperationCompleted",
+            describe(done),
+        )
+        .await;
+    }
+
+    let status = status::compute(status::StatusInput {
+        cluster: &validated,
+        observed: &observed,
+        members: &plan.members,
+        operation: plan.operation.as_ref(),
+        old: old_status,
+        paused: false,
+        now,
+    });
+    for condition in &status.conditions {
+        let before =
+            old_status.and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_));
+        if before.map(|c| &c.status) != Some(&condition.status) {
+            let type_ = if condition.type_ == status::DEGRADED && condition.status == "True" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(
+                ctx,
+                cluster,
+                type_,
+                &format!("{}{}", condition.type_, condition.status),
+                format!("{}: {}", condition.reason, condition.message),
+            )
+            .await;
+        }
+        ctx.metrics.set_condition(
+            &validated.namespace,
+            &validated.name,
+            &condition.type_,
+            condition.status == "True",
+        );
+    }
+    patch_status(ctx, cluster, &status).await?;
+
+    let busy = status.operation.is_some()
+        || status.conditions.iter().any(|c| {
+            (c.type_ == status::PROGRESSING && c.status == "True")
+                || (c.type_ == status::AVAILABLE && c.status == "False")
+        });
+    Ok(Action::requeue(if busy {
+        BUSY_REQUEUE
+    } else {
+        IDLE_REQUEUE
+    }))
+}
+
+/// Failed reconciles are retried after a pause; the failure is published as an event.
+pub fn error_policy(cluster: Arc<ParsecCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
+    let note = error.to_string();
+    let reason = error.category();
+    let ctx2 = ctx.clone();
+    tokio::spawn(async move {
+        publish(&ctx2, &cluster, EventType::Warning, reason, note).await;
+    });
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Runs the controller until SIGTERM/SIGINT.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let clusters = Api::<ParsecCluster>::all(client.clone());
+    let config = watcher::Config::default().labels(&format!(
+        "{}={}",
+        crate::naming::LABEL_MANAGED_BY,
+        FIELD_MANAGER
+    ));
+    Controller::new(clusters, watcher::Config::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
+        .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            config.clone(),
+        )
+        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile error"),
+            }
+        })
+        .await;
+}

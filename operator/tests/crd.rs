@@ -1,0 +1,230 @@
+//! The CRD: the checked-in YAML is what the code generates, and its CEL rules accept and reject
+//! what they should (evaluated offline by kube-cel, the Kubernetes CEL libraries in Rust,
+//! including the quantity library and transition rules with `oldSelf`).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use kube::CustomResourceExt;
+use kube_cel::Validator;
+use parsec_operator::crd::{ParsecCluster, crd_yaml};
+use serde_json::{Value, json};
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Writes `expected` to `path` under UPDATE_GOLDEN=1, else fails when `path` differs.
+fn check_file(path: &str, expected: &str) {
+    let path = repo(path);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, expected).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == expected,
+        "{} is stale: run `UPDATE_GOLDEN=1 cargo test -p parsec-operator --test crd` and review the diff",
+        path.display()
+    );
+}
+
+#[test]
+fn checked_in_crd_copies_are_not_stale() {
+    let generated = crd_yaml().unwrap();
+    check_file("crds/parseccluster.yaml", &generated);
+    // The Helm chart installs the same CRD (charts cannot read files outside their folder).
+    check_file(
+        "charts/parsec-operator/files/parseccluster.yaml",
+        &generated,
+    );
+    // `kubectl apply -f manifests/install.yaml` = the CRD, then the operator.
+    let operator = std::fs::read_to_string(repo("manifests/operator.yaml")).unwrap();
+    check_file(
+        "manifests/install.yaml",
+        &format!(
+            "# Generated from crds/parseccluster.yaml and manifests/operator.yaml by operator/tests/crd.rs.\n\
+             # kubectl apply --server-side -f manifests/install.yaml\n{generated}---\n{operator}"
+        ),
+    );
+    // The chart ships the same dashboard as the operator.
+    let dashboard =
+        std::fs::read_to_string(repo("operator/dashboards/parsec-overview.json")).unwrap();
+    check_file(
+        "charts/parsec-operator/files/parsec-overview.json",
+        &dashboard,
+    );
+}
+
+#[test]
+fn crd_shape() {
+    let crd = serde_json::to_value(ParsecCluster::crd()).unwrap();
+    assert_eq!(crd["metadata"]["name"], "parsecclusters.parsec.dev");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "pc");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    assert_eq!(
+        version["subresources"]["scale"]["specReplicasPath"],
+        ".spec.agents.replicas"
+    );
+    assert_eq!(
+        version["subresources"]["scale"]["labelSelectorPath"],
+        ".status.agents.selector"
+    );
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Shards",
+            "Replicas",
+            "Agents",
+            "Available",
+            "Operation",
+            "Age"
+        ]
+    );
+}
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(ParsecCluster::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+fn base() -> Value {
+    json!({
+        "apiVersion": "parsec.dev/v1alpha1",
+        "kind": "ParsecCluster",
+        "metadata": {"name": "demo", "namespace": "default"},
+        "spec": {
+            "image": {"repository": "parsec", "tag": "1"},
+            "shards": {"count": 2, "replicas": 3, "storage": {"size": "10Gi"}},
+            "ticketMachine": {"replicas": 3, "storage": {"size": "1Gi"}},
+            "agents": {"replicas": 2}
+        }
+    })
+}
+
+fn with(mut object: Value, pointer: &str, value: Value) -> Value {
+    *object.pointer_mut(pointer).unwrap() = value;
+    object
+}
+
+/// The messages of the rules `object` breaks (updating from `old` when given).
+fn broken(object: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema(), object, old) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.into_vec().into_iter().map(|e| e.message).collect(),
+    }
+}
+
+#[test]
+fn valid_objects_pass() {
+    assert_eq!(broken(&base(), None), Vec::<String>::new());
+    // Updates that keep the shard count and grow storage.
+    let grown = with(base(), "/spec/shards/storage/size", json!("20Gi"));
+    assert_eq!(broken(&grown, Some(&base())), Vec::<String>::new());
+    let more_replicas = with(base(), "/spec/shards/replicas", json!(5));
+    assert_eq!(broken(&more_replicas, Some(&base())), Vec::<String>::new());
+    let autoscaled = with(
+        base(),
+        "/spec/agents",
+        json!({"replicas": 2, "autoscaling": {"minReplicas": 2, "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}}),
+    );
+    assert_eq!(broken(&autoscaled, None), Vec::<String>::new());
+}
+
+#[test]
+fn even_replicas_are_rejected() {
+    let object = with(base(), "/spec/shards/replicas", json!(4));
+    let errors = broken(&object, None);
+    assert!(errors.iter().any(|e| e.contains("odd")), "{errors:?}");
+    let object = with(base(), "/spec/ticketMachine/replicas", json!(2));
+    assert!(broken(&object, None).iter().any(|e| e.contains("odd")));
+}
+
+#[test]
+fn shard_count_is_immutable() {
+    let object = with(base(), "/spec/shards/count", json!(3));
+    assert_eq!(
+        broken(&object, None),
+        Vec::<String>::new(),
+        "creation may pick any count"
+    );
+    let errors = broken(&object, Some(&base()));
+    assert!(errors.iter().any(|e| e.contains("immutable")), "{errors:?}");
+}
+
+#[test]
+fn storage_may_grow_but_never_shrink() {
+    let shrunk = with(base(), "/spec/shards/storage/size", json!("5Gi"));
+    let errors = broken(&shrunk, Some(&base()));
+    assert!(
+        errors.iter().any(|e| e.contains("never shrink")),
+        "{errors:?}"
+    );
+    // Same size in other units is not a shrink.
+    let same = with(base(), "/spec/shards/storage/size", json!("10240Mi"));
+    assert_eq!(broken(&same, Some(&base())), Vec::<String>::new());
+    let bogus = with(base(), "/spec/shards/storage/size", json!("ten gigs"));
+    assert!(broken(&bogus, None).iter().any(|e| e.contains("quantity")));
+}
+
+#[test]
+fn autoscaling_bounds_and_target() {
+    let inverted = with(
+        base(),
+        "/spec/agents",
+        json!({"autoscaling": {"minReplicas": 5, "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}}),
+    );
+    let errors = broken(&inverted, None);
+    assert!(
+        errors.iter().any(|e| e.contains("must not exceed")),
+        "{errors:?}"
+    );
+    let no_target = with(
+        base(),
+        "/spec/agents",
+        json!({"autoscaling": {"minReplicas": 1, "maxReplicas": 2}}),
+    );
+    assert!(
+        broken(&no_target, None)
+            .iter()
+            .any(|e| e.contains("needs a target"))
+    );
+}
+
+#[test]
+fn long_names_are_rejected() {
+    let object = with(base(), "/metadata/name", json!("x".repeat(41)));
+    assert!(
+        broken(&object, None)
+            .iter()
+            .any(|e| e.contains("40 characters"))
+    );
+}
+
+#[test]
+fn example_clusters_pass_the_cel_rules_and_parse() {
+    for example in ["dev", "production"] {
+        let text =
+            std::fs::read_to_string(repo(&format!("manifests/examples/{example}.yaml"))).unwrap();
+        let object: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(broken(&object, None), Vec::<String>::new(), "{example}");
+        let cluster: ParsecCluster = serde_json::from_value(object).unwrap();
+        parsec_operator::render::render(
+            &parsec_operator::render::parse_cluster(&text, "default").unwrap(),
+            Default::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            cluster.metadata.name.as_deref().map(str::is_empty),
+            Some(false)
+        );
+    }
+}

@@ -1,0 +1,192 @@
+"""The checks of scripts/validate-k8s.sh (run it, not this file directly)."""
+
+import argparse
+import copy
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import yaml
+
+# Kinds whose schemas kubernetes-validate does not ship (CRDs of other projects or ours).
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ParsecCluster"}
+
+failures = []
+counts = {"validated": 0, "custom": 0}
+
+
+def fail(message):
+    failures.append(message)
+    print(f"FAIL {message}")
+
+
+def documents(text, source):
+    for index, doc in enumerate(yaml.safe_load_all(text)):
+        if doc:
+            yield f"{source}#{index}", doc
+
+
+def validate_objects(text, source, version):
+    for where, doc in documents(text, source):
+        kind = doc.get("kind")
+        if kind in CUSTOM_KINDS:
+            counts["custom"] += 1
+            continue
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+            counts["validated"] += 1
+        except kubernetes_validate.utils.ValidationError as e:
+            fail(f"{where} {kind}/{doc['metadata'].get('name')}: {e.message} at {list(e.path)}")
+        except kubernetes_validate.utils.SchemaNotFoundError as e:
+            fail(f"{where} {kind}: no schema ({e})")
+
+
+def strict_schema(schema):
+    """An openAPIV3Schema as JSON schema, with unknown fields rejected like the API server's
+    pruning would drop them (strict field validation)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if not isinstance(node, dict):
+            return
+        if node.get("nullable"):
+            t = node.get("type")
+            if isinstance(t, str):
+                node["type"] = [t, "null"]
+            elif "type" not in node and "enum" not in node:
+                pass
+            if "enum" in node and None not in node["enum"]:
+                node["enum"] = node["enum"] + [None]
+        if (
+            node.get("type") == "object"
+            and "properties" in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+            and "additionalProperties" not in node
+        ):
+            node["additionalProperties"] = False
+        if node.get("x-kubernetes-int-or-string"):
+            node.pop("type", None)
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        for value in node.values():
+            if isinstance(value, dict):
+                walk(value)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+    walk(schema)
+    # metadata is validated by the API server itself.
+    schema["properties"]["metadata"] = {"type": "object"}
+    return schema
+
+
+def check_clusters(crd, operator, version):
+    schema = strict_schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    validator = jsonschema.Draft7Validator(schema)
+    examples = sorted(glob.glob("manifests/examples/*.yaml")) + sorted(
+        glob.glob("operator/tests/fixtures/*.yaml")
+    )
+    for path in examples:
+        for where, doc in documents(open(path).read(), path):
+            errors = [f"{e.message} at {list(e.path)}" for e in validator.iter_errors(doc)]
+            if errors:
+                fail(f"{where} against the CRD schema: {errors}")
+            else:
+                counts["custom"] += 0
+                print(f"ok   {where} is a valid ParsecCluster")
+        # And the operator renders it into valid Kubernetes objects.
+        rendered = subprocess.run(
+            [operator, "render", "--file", path, "--with-prometheus-operator"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        validate_objects(rendered, f"render({path})", version)
+    # Negative cases: the schema must reject these.
+    base = yaml.safe_load(open("manifests/examples/dev.yaml"))
+    bad = {
+        "unknown field": lambda d: d["spec"].__setitem__("colour", "blue"),
+        "replicas above 7": lambda d: d["spec"]["shards"].__setitem__("replicas", 9),
+        "zero shards": lambda d: d["spec"]["shards"].__setitem__("count", 0),
+        "unknown runner": lambda d: d["spec"]["agents"].__setitem__("runners", ["wasm"]),
+        "bad fee recipient": lambda d: d["spec"]["chain"].__setitem__("feeRecipient", "0x12"),
+        "missing image": lambda d: d["spec"].pop("image"),
+    }
+    for name, mutate in bad.items():
+        doc = copy.deepcopy(base)
+        mutate(doc)
+        if not list(validator.iter_errors(doc)):
+            fail(f"the CRD schema accepts an invalid ParsecCluster ({name})")
+        else:
+            print(f"ok   the CRD schema rejects: {name}")
+
+
+def check_chart(version):
+    chart_dir = "charts/parsec-operator"
+    report = helm.lint(chart_dir, strict=True, kube_version=f"v{version}")
+    for message in report.get("messages", []):
+        print(f"lint {message}")
+        if message.get("severity", 0) >= 2:
+            fail(f"helm lint: {message}")
+    for error in report.get("errors", []) or []:
+        fail(f"helm lint: {error}")
+    value_sets = {
+        "defaults": {},
+        "everything-on": {
+            "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+            "dashboards": {"enabled": True},
+            "imagePullSecrets": ["registry"],
+            "nodeSelector": {"workload": "operators"},
+            "image": {"tag": "0.2.0"},
+        },
+        "no-crds": {"crds": {"install": False}},
+    }
+    for label, values in value_sets.items():
+        with helm.Chart.load(chart_dir) as chart:
+            manifests = chart.render(values, name="parsec", namespace="parsec-system")
+        text = "\n---\n".join(body for _, body in sorted(manifests.items()) if body.strip())
+        kinds = [d.get("kind") for _, d in documents(text, label)]
+        print(f"ok   helm rendered the chart ({label}): {', '.join(kinds)}")
+        if label == "no-crds" and "CustomResourceDefinition" in kinds:
+            fail("crds.install=false still renders the CRD")
+        if label == "defaults" and "CustomResourceDefinition" not in kinds:
+            fail("the chart does not install the CRD by default")
+        validate_objects(text, f"chart({label})", version)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--operator", required=True)
+    parser.add_argument("--kubernetes-version", default="1.37.0")
+    args = parser.parse_args()
+    version = args.kubernetes_version
+    os.chdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+    for path in sorted(glob.glob("operator/tests/golden/*.yaml")) + [
+        "manifests/install.yaml",
+        "manifests/operator.yaml",
+    ]:
+        validate_objects(open(path).read(), path, version)
+
+    crd = next(d for _, d in documents(open("crds/parseccluster.yaml").read(), "crd"))
+    check_clusters(crd, args.operator, version)
+    check_chart(version)
+
+    print(
+        f"\n{counts['validated']} objects passed kubernetes-validate --strict "
+        f"(Kubernetes {version}); {counts['custom']} custom-resource objects skipped there "
+        f"(ParsecCluster is checked against the CRD schema above)."
+    )
+    if failures:
+        print(f"{len(failures)} failure(s)")
+        sys.exit(1)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
