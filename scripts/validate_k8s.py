@@ -80,8 +80,10 @@ def strict_schema(schema):
                     walk(item)
 
     walk(schema)
-    # metadata is validated by the API server itself.
+    # metadata is validated by the API server itself; apiVersion and kind are implicit.
     schema["properties"]["metadata"] = {"type": "object"}
+    schema["properties"]["apiVersion"] = {"type": "string", "enum": ["parsec.dev/v1alpha1"]}
+    schema["properties"]["kind"] = {"type": "string", "enum": ["ParsecCluster"]}
     return schema
 
 
@@ -149,8 +151,12 @@ def check_chart(version):
     for label, values in value_sets.items():
         with helm.Chart.load(chart_dir) as chart:
             manifests = chart.render(values, name="parsec", namespace="parsec-system")
-        text = "\n---\n".join(body for _, body in sorted(manifests.items()) if body.strip())
-        kinds = [d.get("kind") for _, d in documents(text, label)]
+        text = "\n---\n".join(
+            body
+            for path, body in sorted(manifests.items())
+            if body.strip() and not path.endswith("NOTES.txt")
+        )
+        kinds = [str(d.get("kind")) for _, d in documents(text, label)]
         print(f"ok   helm rendered the chart ({label}): {', '.join(kinds)}")
         if label == "no-crds" and "CustomResourceDefinition" in kinds:
             fail("crds.install=false still renders the CRD")
