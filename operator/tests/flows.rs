@@ -551,3 +551,30 @@ async fn storage_growth_expands_claims_and_keeps_the_immutable_template() {
         3
     );
 }
+
+#[tokio::test]
+async fn api_failures_back_off_exponentially_and_reset_on_success() {
+    use kube::runtime::controller::Action;
+    use std::time::Duration;
+    let h = created("shards: {count: 1, replicas: 1}\nticketMachine: {replicas: 1}").await;
+    h.world().fail_applies_of = Some("statefulsets".into());
+    assert_eq!(
+        h.failing_reconcile("demo").await,
+        Action::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        h.failing_reconcile("demo").await,
+        Action::requeue(Duration::from_secs(10))
+    );
+    assert_eq!(
+        h.failing_reconcile("demo").await,
+        Action::requeue(Duration::from_secs(20))
+    );
+    h.world().fail_applies_of = None;
+    h.reconcile("demo").await;
+    h.world().fail_applies_of = Some("statefulsets".into());
+    assert_eq!(
+        h.failing_reconcile("demo").await,
+        Action::requeue(Duration::from_secs(5))
+    );
+}

@@ -63,6 +63,23 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub apis: MonitoringApis,
+    /// Consecutive failed reconciles per cluster (`namespace/name`), for exponential backoff
+    /// (kube-runtime has none per object).
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+/// Retry delay after `failures` consecutive failures: 5 s, 10 s, 20 s, … up to 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(exponent)).min(Duration::from_secs(300))
+}
+
+fn key(cluster: &ParsecCluster) -> String {
+    format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
 }
 
 impl Context {
@@ -82,6 +99,21 @@ impl Context {
             admin,
             metrics,
             apis,
+            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn record(&self, cluster: &ParsecCluster, failed: bool) -> u32 {
+        let Ok(mut failures) = self.failures.lock() else {
+            return 1;
+        };
+        if failed {
+            let count = failures.entry(key(cluster)).or_insert(0);
+            *count += 1;
+            *count
+        } else {
+            failures.remove(&key(cluster));
+            0
         }
     }
 }
@@ -201,6 +233,9 @@ pub async fn reconcile(cluster: Arc<ParsecCluster>, ctx: Arc<Context>) -> Result
         started.elapsed(),
         result.as_ref().err().map(Error::category),
     );
+    if result.is_ok() {
+        ctx.record(&cluster, false);
+    }
     result
 }
 
@@ -405,14 +440,29 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
 
 /// Failed reconciles are retried after a pause; the failure is published as an event.
 pub fn error_policy(cluster: Arc<ParsecCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
+    let failures = ctx.record(&cluster, true);
+    let delay = backoff(failures);
+    tracing::warn!(cluster = %cluster.name_any(), %error, failures, retry_in = ?delay, "reconcile failed");
     let note = error.to_string();
     let reason = error.category();
     let ctx2 = ctx.clone();
     tokio::spawn(async move {
         publish(&ctx2, &cluster, EventType::Warning, reason, note).await;
     });
-    Action::requeue(Duration::from_secs(15))
+    Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(0), Duration::from_secs(5));
+    }
 }
 
 /// Runs the controller until SIGTERM/SIGINT.

@@ -54,6 +54,8 @@ pub struct World {
     pub events: Vec<Value>,
     /// Pods kept not ready whatever Raft says (a broken member).
     pub broken_pods: BTreeSet<String>,
+    /// Applies of this plural fail with 500 (an API server in trouble).
+    pub fail_applies_of: Option<String>,
     /// What the HPA controller wants, reported in the HPA's status.
     pub hpa_desired: Option<i32>,
     next_uid: u64,
@@ -531,6 +533,14 @@ impl World {
                 Some(v) => ok(v),
                 None => not_found(),
             },
+            ("PATCH", Some(_)) if self.fail_applies_of.as_deref() == Some(plural.as_str()) => {
+                let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500});
+                Response::builder()
+                    .status(500)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap()
+            }
             ("PATCH", Some(name)) => {
                 let manager = query(uri, "fieldManager").unwrap_or_default();
                 let body: Value = serde_json::from_slice(body).unwrap();
@@ -710,6 +720,15 @@ impl Harness {
 
     pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap()
+    }
+
+    /// One reconcile that must fail; returns the retry delay the error policy picks.
+    pub async fn failing_reconcile(&self, name: &str) -> kube::runtime::controller::Action {
+        let cluster = Arc::new(self.world().cluster(name));
+        let error = controller::reconcile(cluster.clone(), self.ctx.clone())
+            .await
+            .unwrap_err();
+        controller::error_policy(cluster, &error, self.ctx.clone())
     }
 
     /// One reconcile of cluster `name` as stored in the world.
