@@ -452,19 +452,6 @@ pub fn error_policy(cluster: Arc<ParsecCluster>, error: &Error, ctx: Arc<Context
     Action::requeue(delay)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes() {
-        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
-        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(backoff(0), Duration::from_secs(5));
-    }
-}
-
 /// Runs the controller until SIGTERM/SIGINT.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
@@ -493,4 +480,17 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(0), Duration::from_secs(5));
+    }
 }
