@@ -38,11 +38,20 @@ enum Command {
         /// Number of shards.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
         shards: u32,
+        /// Where the shards keep their Raft logs and snapshots (state survives restarts).
+        #[arg(long, default_value = "parsec-data/dev", conflicts_with = "in_memory")]
+        data_dir: PathBuf,
+        /// Keep nothing on disk: the state is gone when the process ends.
+        #[arg(long)]
+        in_memory: bool,
     },
-    /// Serve one replica of one shard.
+    /// Serve one replica of one shard (Raft-replicated).
     Shard {
         #[command(flatten)]
         node: NodeArgs,
+        /// Where this replica keeps its Raft log and snapshots.
+        #[arg(long, default_value = "parsec-data/shard")]
+        data_dir: PathBuf,
         #[arg(long)]
         shard: u32,
         #[arg(long = "node", default_value_t = 1)]
@@ -118,9 +127,23 @@ enum ClusterCommand {
         shards: u32,
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
         agents: u32,
-        /// Replicas of each Raft group: the ticket machine today (shards replicate next).
+        /// Replicas of each Raft group (every shard and the ticket machine).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
         replicas: u32,
+        /// Raft log entries between snapshots.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        snapshot_every: u64,
+    },
+    /// Start one process of the cluster in DIR again (after it died or was killed).
+    Start {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The process: ticketer-N, shard-S-N or agent-N (as in DIR/pids).
+        process: String,
+        /// Delete its data first: it rejoins empty (remove it from its Raft group before, and
+        /// add it back after).
+        #[arg(long)]
+        wipe: bool,
     },
     /// Stop the cluster started in DIR.
     Down {
@@ -193,11 +216,24 @@ fn load(path: &std::path::Path) -> Result<ClusterConfig, String> {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Dev { listen, shards } => runtime()?
-            .block_on(node::run_dev(listen, shards))
-            .map_err(|e| e.to_string())?,
+        Command::Dev {
+            listen,
+            shards,
+            data_dir,
+            in_memory,
+        } => {
+            let storage = if in_memory {
+                node::DevStorage::Memory
+            } else {
+                node::DevStorage::Disk(data_dir)
+            };
+            runtime()?
+                .block_on(node::run_dev(listen, shards, storage))
+                .map_err(|e| e.to_string())?
+        }
         Command::Shard {
             node,
+            data_dir,
             shard,
             node_id,
         } => {
@@ -207,6 +243,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     &config,
                     ShardId(shard),
                     NodeId(node_id),
+                    &data_dir,
                     node.listen,
                 ))
                 .map_err(|e| e.to_string())?
@@ -267,13 +304,20 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             shards,
             agents,
             replicas,
+            snapshot_every,
         } => {
-            let started = cluster::up(&dir, shards, agents, replicas).map_err(|e| e.to_string())?;
+            let shape = cluster::Shape {
+                shards,
+                agents,
+                replicas,
+                snapshot_every,
+            };
+            let started = cluster::up(&dir, shape).map_err(|e| e.to_string())?;
             println!("cluster up in {}", dir.display());
             println!("  topology:       {}", started.topology.display());
             println!("  ticket machine: {}", started.ticket_machine.join(", "));
             for (i, shard) in started.shards.iter().enumerate() {
-                println!("  shard {i}:        {shard}");
+                println!("  shard {i}:        {}", shard.join(", "));
             }
             for (i, agent) in started.agents.iter().enumerate() {
                 println!("  agent {i}:        {agent}");
@@ -284,6 +328,10 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
         ClusterCommand::Down { dir } => {
             let stopped = cluster::down(&dir).map_err(|e| e.to_string())?;
             println!("stopped {stopped} processes");
+        }
+        ClusterCommand::Start { dir, process, wipe } => {
+            cluster::start_process(&dir, &process, wipe).map_err(|e| e.to_string())?;
+            println!("{process} started");
         }
     }
     Ok(ExitCode::SUCCESS)

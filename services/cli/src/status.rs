@@ -86,7 +86,12 @@ async fn raft_row(group: &str, node: u64, address: &str) -> Row {
     }
 }
 
+/// A shard replica: its Raft member's status plus the shard's own figures.
 async fn shard_row(group: &str, node: u64, address: &str) -> Row {
+    let mut row = raft_row(group, node, address).await;
+    if row.error.is_some() {
+        return row;
+    }
     let status = ask(address, |channel| async move {
         pb::shard_client::ShardClient::new(channel)
             .status(pb::StatusRequest {})
@@ -94,17 +99,12 @@ async fn shard_row(group: &str, node: u64, address: &str) -> Row {
     })
     .await;
     match status {
-        Ok(s) => Row {
-            group: group.to_owned(),
-            node,
-            address: address.to_owned(),
-            role: "serving".into(),
-            applied_index: Some(s.applied_commands),
-            keys: Some(s.keys),
-            tickets: Some(s.tickets),
-            locked_keys: Some(s.locked_keys),
-            ..Row::default()
-        },
+        Ok(s) => {
+            row.keys = Some(s.keys);
+            row.tickets = Some(s.tickets);
+            row.locked_keys = Some(s.locked_keys);
+            row
+        }
         Err(error) => unreachable(group, node, address, error),
     }
 }

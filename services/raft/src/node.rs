@@ -97,6 +97,15 @@ pub enum WriteError {
     Fatal(String),
 }
 
+/// Failure of [`RaftNode::catch_up`].
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error("not the leader")]
+    NotLeader,
+    #[error("log not applied within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Failure to start serving gRPC.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -214,6 +223,24 @@ impl<S: ReplicatedState> RaftNode<S> {
         f(&self.state.read().app)
     }
 
+    /// Confirms leadership with a quorum, then waits until every entry in this node's log (as of
+    /// now) is applied here: afterwards the applied state reflects every write this leader took.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), CatchUpError> {
+        let confirm = tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await;
+        match confirm {
+            Err(_) => return Err(CatchUpError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(CatchUpError::NotLeader),
+            Ok(Ok(_)) => {}
+        }
+        let last = self.raft.metrics().borrow().last_log_index;
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(last, "catch up with the own log")
+            .await
+            .map(|_| ())
+            .map_err(|_| CatchUpError::Timeout(timeout))
+    }
+
     /// Index of the last log entry applied to the application on this node.
     pub fn applied_index(&self) -> Option<u64> {
         self.state.read().last_applied.map(|l| l.index)
@@ -236,6 +263,17 @@ impl<S> RaftNode<S> {
         self.raft.metrics().borrow().clone()
     }
 
+    /// Voters in the current membership.
+    pub fn voter_count(&self) -> usize {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+    }
+
     /// Whether this node currently believes it is the leader.
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
@@ -255,6 +293,7 @@ impl<S> RaftNode<S> {
             &self.metrics(),
             self.committed.get().map(|l| l.index),
             self.sm.snapshot_size(),
+            self.committed.syncs(),
         )
     }
 
