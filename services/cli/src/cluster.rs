@@ -84,17 +84,11 @@ fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
         .collect()
 }
 
-/// How many processes a local cluster runs.
-fn process_count(shards: u32, agents: u32, replicas: u32) -> usize {
-    replicas as usize * (1 + shards as usize) + agents as usize
-}
-
 /// The topology of a local cluster: `ports` holds one port per process, ticket machine replicas
-/// first, then each shard's replicas, then agents. Every Raft group has `replicas` members with
-/// node ids 1..=replicas.
-pub fn local_topology(shards: u32, agents: u32, replicas: u32, ports: &[u16]) -> ClusterConfig {
+/// first, then each shard's replicas, then agents. Raft members get node ids 1..=R.
+pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
     let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let group = |first: usize| -> Vec<Replica> {
+    let group = |first: usize, replicas: u32| -> Vec<Replica> {
         (0..replicas as usize)
             .map(|r| Replica {
                 node_id: NodeId(r as u64 + 1),
@@ -102,18 +96,23 @@ pub fn local_topology(shards: u32, agents: u32, replicas: u32, ports: &[u16]) ->
             })
             .collect()
     };
-    let first_shard = replicas as usize;
-    let first_agent = first_shard + (shards * replicas) as usize;
+    let first_shard = shape.replicas as usize;
+    let first_agent = first_shard + (shape.shards * shape.shard_replicas) as usize;
     ClusterConfig {
         name: "local".into(),
-        shards: (0..shards)
+        shards: (0..shape.shards)
             .map(|i| ShardGroup {
                 id: ShardId(i),
-                replicas: group(first_shard + (i * replicas) as usize),
+                replicas: group(
+                    first_shard + (i * shape.shard_replicas) as usize,
+                    shape.shard_replicas,
+                ),
             })
             .collect(),
-        ticket_machine: RaftGroup { replicas: group(0) },
-        agents: (0..agents)
+        ticket_machine: RaftGroup {
+            replicas: group(0, shape.replicas),
+        },
+        agents: (0..shape.agents)
             .map(|i| AgentEndpoint {
                 id: AgentId(i),
                 address: address(first_agent + i as usize),
@@ -187,8 +186,10 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
 pub struct Shape {
     pub shards: u32,
     pub agents: u32,
-    /// Members of every Raft group (each shard and the ticket machine).
+    /// Members of the ticket machine's Raft group.
     pub replicas: u32,
+    /// Members of each shard's Raft group.
+    pub shard_replicas: u32,
     /// Log entries between Raft snapshots.
     pub snapshot_every: u64,
 }
@@ -251,12 +252,8 @@ fn spawn(
 
 /// Starts a cluster in `dir` and returns once every process accepts connections.
 pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
-    let Shape {
-        shards,
-        agents,
-        replicas,
-        snapshot_every,
-    } = shape;
+    let processes_needed =
+        (shape.replicas + shape.shards * shape.shard_replicas + shape.agents) as usize;
     let pids = dir.join("pids");
     if live_pids(&pids)?.into_iter().next().is_some() {
         return Err(ClusterError::AlreadyRunning(dir.display().to_string()));
@@ -266,10 +263,10 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
     for folder in [dir, &logs, &pids, &data] {
         std::fs::create_dir_all(folder).map_err(io_error(folder))?;
     }
-    let ports = free_ports(process_count(shards, agents, replicas))?;
-    let mut config = local_topology(shards, agents, replicas, &ports);
-    config.settings.raft_snapshot_every = snapshot_every;
-    config.settings.raft_logs_kept = config.settings.raft_logs_kept.min(snapshot_every);
+    let ports = free_ports(processes_needed)?;
+    let mut config = local_topology(&shape, &ports);
+    config.settings.raft_snapshot_every = shape.snapshot_every;
+    config.settings.raft_logs_kept = config.settings.raft_logs_kept.min(shape.snapshot_every);
     let topology = dir.join("topology.yaml");
     config.save(&topology)?;
     let topology = topology.canonicalize().map_err(io_error(&topology))?;

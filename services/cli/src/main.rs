@@ -130,6 +130,9 @@ enum ClusterCommand {
         /// Replicas of each Raft group (every shard and the ticket machine).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
         replicas: u32,
+        /// Replicas of each shard's group, when it should differ from --replicas.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+        shard_replicas: Option<u32>,
         /// Raft log entries between snapshots.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         snapshot_every: u64,
@@ -304,12 +307,14 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             shards,
             agents,
             replicas,
+            shard_replicas,
             snapshot_every,
         } => {
             let shape = cluster::Shape {
                 shards,
                 agents,
                 replicas,
+                shard_replicas: shard_replicas.unwrap_or(replicas),
                 snapshot_every,
             };
             let started = cluster::up(&dir, shape).map_err(|e| e.to_string())?;
@@ -338,8 +343,9 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
 }
 
 fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
-    let agents = match (&args.topology, args.agents.is_empty()) {
-        (Some(path), _) => load(path)?.agents.into_iter().map(|a| a.address).collect(),
+    let topology = args.topology.as_deref().map(load).transpose()?;
+    let agents = match (&topology, args.agents.is_empty()) {
+        (Some(config), _) => config.agents.iter().map(|a| a.address.clone()).collect(),
         (None, true) => vec![DEV_AGENT.to_owned()],
         (None, false) => args.agents.clone(),
     };
@@ -356,12 +362,30 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
         ..LuaPayOptions::default()
     };
     options.validate().map_err(|e| e.to_string())?;
-    let report = runtime()?.block_on(async {
+    let (report, raft) = runtime()?.block_on(async {
         let pool = AgentPool::connect(&agents)
             .await
             .map_err(|e| e.to_string())?;
-        run_lua_pay(pool, options).await.map_err(|e| e.to_string())
+        // With a topology, the shards' Raft logs are measured around the run.
+        let before = match &topology {
+            Some(config) => Some(status::collect(config).await),
+            None => None,
+        };
+        let report = run_lua_pay(pool, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let raft = match (&topology, before) {
+            (Some(config), Some(before)) => Some(status::shard_raft_work(
+                &before,
+                &status::collect(config).await,
+            )),
+            _ => None,
+        };
+        Ok::<_, String>((report, raft))
     })?;
+    let per_payment = |n: u64| (report.committed > 0).then(|| n as f64 / report.committed as f64);
+    let raft_entries_per_payment = raft.and_then(|w| per_payment(w.entries));
+    let fsyncs_per_payment = raft.and_then(|w| per_payment(w.fsyncs));
     if args.json {
         let json = serde_json::json!({
             "committed": report.committed,
@@ -375,12 +399,20 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
             "p999_ms": report.p999_ms,
             "max_ms": report.max_ms,
             "rpcs_per_payment": report.rpcs_per_tx,
+            "raft_entries_per_payment": raft_entries_per_payment,
+            "fsyncs_per_payment": fsyncs_per_payment,
             "total_ok": report.total_ok,
             "wallets_ok": report.wallets_ok,
         });
         println!("{json}");
     } else {
         println!("{}", report.summary());
+        if let (Some(entries), Some(fsyncs)) = (raft_entries_per_payment, fsyncs_per_payment) {
+            println!(
+                "shard Raft logs: {entries:.2} entries per payment (leaders), {fsyncs:.2} fsyncs \
+                 per payment (all replicas)"
+            );
+        }
     }
     Ok(if report.total_ok && report.wallets_ok != Some(false) {
         ExitCode::SUCCESS

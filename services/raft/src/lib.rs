@@ -9,6 +9,7 @@
 //! - [`redirect`]: "not the leader" refusals and the clients that follow them.
 
 pub mod admin;
+mod batcher;
 pub mod log_store;
 pub mod network;
 pub mod node;

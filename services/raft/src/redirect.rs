@@ -74,6 +74,9 @@ pub struct LeaderFollower<C> {
     replicas: RwLock<Vec<(String, C)>>,
     current: AtomicUsize,
     connect: Option<Connect<C>>,
+    /// Whether calls may run twice: then any failure but a refusal of the request itself is
+    /// retried on the next replica (a timeout, a connection cut mid-call).
+    idempotent: bool,
 }
 
 impl<C: Clone> LeaderFollower<C> {
@@ -83,7 +86,29 @@ impl<C: Clone> LeaderFollower<C> {
             replicas: RwLock::new(replicas),
             current: AtomicUsize::new(0),
             connect: None,
+            idempotent: false,
         }
+    }
+
+    /// For calls that may run twice (a ticket range allocated twice just wastes a range): also
+    /// retries timeouts and broken connections on the next replica.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Whether a failed call may be sent again (to the leader it names, or the next replica).
+    fn may_retry(&self, status: &Status) -> bool {
+        is_redirectable(status)
+            || (self.idempotent
+                && !matches!(
+                    status.code(),
+                    Code::InvalidArgument
+                        | Code::OutOfRange
+                        | Code::Unimplemented
+                        | Code::PermissionDenied
+                        | Code::Unauthenticated
+                ))
     }
 
     /// Also follows hints to members not listed, connecting to them with `connect`.
@@ -155,14 +180,18 @@ impl<C: Clone> LeaderFollower<C> {
             };
             let status = match tokio::time::timeout(attempt_timeout, call(client)).await {
                 Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(status)) if is_redirectable(&status) => status,
+                Ok(Err(status)) if self.may_retry(&status) => status,
                 Ok(Err(status)) => return Err(status),
-                // The request may have run: not ours to repeat.
                 Err(_) => {
-                    self.current.store(index + 1, Ordering::Relaxed);
-                    return Err(Status::deadline_exceeded(format!(
+                    let timed_out = Status::deadline_exceeded(format!(
                         "{address} did not answer within {attempt_timeout:?}"
-                    )));
+                    ));
+                    // The request may have run: repeat it only where that is harmless.
+                    if !self.idempotent {
+                        self.current.store(index + 1, Ordering::Relaxed);
+                        return Err(timed_out);
+                    }
+                    timed_out
                 }
             };
             let redirect = leader_hint(&status)
