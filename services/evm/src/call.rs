@@ -17,8 +17,9 @@ use crate::executor::{Env, ErrorContext, ExecError, Executor, Run, balance_of};
 use crate::reader::StateReader;
 use crate::state;
 
-/// Rounds of reads a call may take to find its keys.
-const MAX_READ_ROUNDS: u32 = 32;
+/// Rounds of reads a call may take to find its keys (one per key in the worst case, as when
+/// a contract walks a linked list in storage).
+const MAX_READ_ROUNDS: u32 = 4096;
 /// geth's gas stipend slack in the optimistic estimate (`params.CallStipend`).
 const CALL_STIPEND: u64 = 2_300;
 /// geth stops the binary search once within 1.5 % of the answer (15 / 1000).
@@ -243,7 +244,8 @@ impl Executor {
                 (ty, request.gas_price.unwrap_or_default(), None)
             }
         };
-        env.cfg.disable_nonce_check = request.nonce.is_none();
+        // geth's eth_call never checks the nonce (SkipNonceChecks).
+        env.cfg.disable_nonce_check = true;
         env.cfg.disable_eip3607 = true;
         // geth's NoBaseFee: a call that names no price runs below the base fee.
         env.cfg.disable_base_fee = gas_price == 0 && gas_priority_fee.unwrap_or_default() == 0;

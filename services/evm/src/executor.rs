@@ -36,9 +36,12 @@ use crate::view::{View, ViewError};
 
 /// Most keys in one `lock` call (the agent refuses more than 256 per request).
 const LOCK_BATCH: usize = 256;
-/// Bounds on discovery rounds. Every round locks at least one new key and gas bounds the keys
-/// a transaction can touch, so these only stop a pathological transaction early.
-const MAX_LOCK_ROUNDS: u32 = 64;
+/// Bound on lock rounds. Every round locks at least one new key and gas bounds the keys a
+/// transaction can touch, so this only stops a runaway loop; it is high because a contract
+/// that walks a linked list in storage legitimately discovers one key per round.
+const MAX_LOCK_ROUNDS: u32 = 4096;
+/// Optimistic read rounds before locking what is known so far (discovery then goes on by
+/// locks).
 const MAX_READ_ROUNDS: u32 = 16;
 
 #[derive(Debug, thiserror::Error)]

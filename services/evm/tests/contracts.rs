@@ -769,6 +769,16 @@ async fn erc20_transfer_with_prefetch_locks_in_one_round() {
     assert!(done.receipt.status);
     let without = done.stats.clone();
     assert!(without.lock_rounds >= 2, "{without:?}");
+    // The sender's balance slot was read-locked, then upgraded when the run wrote it.
+    let slot = state::storage_key(&token, &balance_slot(w.alice.address()));
+    let modes: Vec<LockMode> = w
+        .chain
+        .last_calls
+        .iter()
+        .filter(|(keys, _)| keys.contains(&slot))
+        .map(|(_, mode)| *mode)
+        .collect();
+    assert_eq!(modes, [LockMode::Read, LockMode::Write]);
 
     w.chain.prefetch = true;
     let done = w
@@ -795,4 +805,43 @@ async fn erc20_transfer_with_prefetch_locks_in_one_round() {
         "without prefetch: {without:?}\nwith prefetch: {:?}",
         done.stats
     );
+}
+
+/// OpenZeppelin ERC20 keeps `_balances` at slot 0.
+fn balance_slot(owner: Address) -> U256 {
+    U256::from_be_bytes(keccak256((owner, U256::ZERO).abi_encode()).0)
+}
+
+#[tokio::test]
+async fn a_wound_in_a_later_round_stops_at_once() {
+    let mut w = world();
+    let token = w.deploy_token().await;
+    let raw = w.alice.eip1559(
+        TxKind::Call(token),
+        U256::ZERO,
+        IToken::transferCall {
+            to: BOB,
+            amount: U256::from(1),
+        }
+        .abi_encode()
+        .into(),
+        100_000,
+        Fee::default(),
+    );
+    let tx = parsec_evm::decode_transaction(&raw, w.chain.executor.config()).unwrap();
+    for n in 1..=3 {
+        let mut access = MemAccess::failing_on(
+            &w.chain.store,
+            n,
+            parsec_agent::runner::AccessError::Aborted("shard gone".into()),
+        );
+        let error = w
+            .chain
+            .executor
+            .execute(&tx, &w.chain.block, &mut access, Default::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ExecError::Access(_)), "{error}");
+        assert_eq!(access.calls.len(), n, "no lock asked after the failed one");
+    }
 }
