@@ -9,7 +9,7 @@ use alloy_eips::eip2930::AccessList;
 use alloy_primitives::{Address, Bytes, Log, TxKind, U256};
 use parsec_core::{Key, Value};
 use revm::context::TxEnv;
-use revm::context::result::{EVMError, ExecutionResult, Output};
+use revm::context::result::{EVMError, ExecutionResult, HaltReason, Output};
 use revm::context_interface::Cfg as _;
 
 use crate::config::BlockInfo;
@@ -57,7 +57,11 @@ pub enum CallError {
     Reverted { output: Bytes, gas_used: u64 },
     /// Out of gas, invalid opcode, …
     #[error("{reason}")]
-    Halted { reason: String, gas_used: u64 },
+    Halted {
+        reason: String,
+        gas_used: u64,
+        out_of_gas: bool,
+    },
     /// eth_estimateGas: the call fails even with all the gas it may have.
     #[error("gas required exceeds allowance ({0})")]
     GasRequiredExceedsAllowance(u64),
@@ -120,7 +124,11 @@ impl Executor {
             .await?;
         let (used, spent) = match first {
             Ok(gas) => gas,
-            Err(CallError::Halted { .. }) => {
+            // As geth: out of gas with all the gas allowed is "exceeds allowance"; any other
+            // failure is reported as it is.
+            Err(CallError::Halted {
+                out_of_gas: true, ..
+            }) => {
                 return Err(CallError::GasRequiredExceedsAllowance(cap));
             }
             Err(other) => return Err(other),
@@ -313,6 +321,7 @@ fn outcome(run: Run, context: &ErrorContext) -> Result<CallSuccess, CallError> {
             gas_used: gas.tx_gas_used(),
         }),
         Ok((ExecutionResult::Halt { reason, gas, .. }, _)) => Err(CallError::Halted {
+            out_of_gas: matches!(reason, HaltReason::OutOfGas(_)),
             reason: reason.to_string(),
             gas_used: gas.tx_gas_used(),
         }),

@@ -24,11 +24,11 @@ use parsec_core::{Key, LockMode, Value, WriteSet};
 use revm::context::result::{EVMError, ExecutionResult, InvalidTransaction, Output};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use revm::state::EvmState;
-use revm::{Context, ExecuteEvm, MainBuilder, MainContext};
 
 use crate::code_cache::CodeCache;
 use crate::config::{BlockInfo, EvmConfig};
 use crate::diff;
+use crate::machine;
 use crate::reader::{ReadError, StateReader};
 use crate::state;
 use crate::tx::{SignedTx, TxError};
@@ -221,7 +221,7 @@ impl Executor {
             {
                 return self.finish(tx, block, run, &values, locked, stats);
             }
-            let run = self.run(&env, &tx_env, &values)?;
+            let run = self.run(&env, &tx_env, &mut values)?;
             stats.runs += 1;
             plan = run.needs(&locked);
             if plan.is_empty() {
@@ -297,37 +297,31 @@ impl Executor {
         keys
     }
 
-    /// One revm execution over `values`.
+    /// One revm execution over `values`, which it borrows for the run.
     pub(crate) fn run(
         &self,
         env: &Env,
         tx_env: &TxEnv,
-        values: &HashMap<Key, Value>,
+        values: &mut HashMap<Key, Value>,
     ) -> Result<Run, ExecError> {
-        let mut view = View::new(values, &self.code);
-        let outcome = {
-            let mut evm = Context::mainnet()
-                .with_db(&mut view)
-                .with_cfg(env.cfg.clone())
-                .with_block(env.block.clone())
-                .build_mainnet();
-            evm.transact(tx_env.clone())
-                .map(|done| (done.result, done.state))
-        };
-        let (observed, missing) = view.into_observed();
+        let view = View::new(std::mem::take(values), Arc::clone(&self.code));
+        let (outcome, view) = machine::transact(&env.cfg, &env.block, tx_env.clone(), view);
+        let seen = view.finish();
+        *values = seen.fetched;
         let outcome = match outcome {
             // Corrupt committed state: no later round can fix it.
             Err(EVMError::Database(error)) => return Err(ExecError::State(error)),
-            other => other,
+            Err(other) => Err(other),
+            Ok(done) => Ok((done.result, done.state)),
         };
         let writes = match &outcome {
-            Ok((_, changes)) => diff::write_set(changes, &observed, &self.code),
+            Ok((_, changes)) => diff::write_set(changes, &seen.observed, &self.code),
             Err(_) => WriteSet::new(),
         };
         Ok(Run {
             outcome,
-            observed,
-            missing,
+            observed: seen.observed,
+            missing: seen.missing,
             writes,
         })
     }

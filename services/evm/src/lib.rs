@@ -12,6 +12,7 @@ pub mod code_cache;
 pub mod config;
 pub mod diff;
 pub mod executor;
+mod machine;
 pub mod reader;
 pub mod state;
 pub mod tx;

@@ -8,6 +8,7 @@
 //! fetch rounds instead of one round per key.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, KECCAK256_EMPTY, U256, keccak256};
 use parsec_core::{Key, Value};
@@ -37,38 +38,48 @@ pub enum ViewError {
 
 impl DBErrorMarker for ViewError {}
 
-/// One execution's window onto fetched values.
-pub struct View<'a> {
-    fetched: &'a HashMap<Key, Value>,
-    code_cache: &'a CodeCache,
+/// One execution's window onto fetched values. It owns them for the duration of a run (the
+/// values move in and out, they are not copied), so that a revm instance can be kept per
+/// thread and reused (see [`crate::machine`]).
+#[derive(Default)]
+pub struct View {
+    fetched: HashMap<Key, Value>,
+    code_cache: Option<Arc<CodeCache>>,
     /// Every key the execution asked for, with the value it was given.
     observed: HashMap<Key, Value>,
     /// The keys among them that were not fetched (they were given the empty value).
     missing: HashSet<Key>,
 }
 
-impl<'a> View<'a> {
-    pub fn new(fetched: &'a HashMap<Key, Value>, code_cache: &'a CodeCache) -> Self {
+/// What a run saw: the fetched values handed back, and the keys it read.
+pub struct Seen {
+    pub fetched: HashMap<Key, Value>,
+    /// The keys the execution read, with the values it saw.
+    pub observed: HashMap<Key, Value>,
+    /// The keys the execution read that had not been fetched.
+    pub missing: HashSet<Key>,
+}
+
+impl View {
+    pub fn new(fetched: HashMap<Key, Value>, code_cache: Arc<CodeCache>) -> Self {
         Self {
             fetched,
-            code_cache,
+            code_cache: Some(code_cache),
             observed: HashMap::new(),
             missing: HashSet::new(),
         }
     }
 
-    /// The keys the execution read, with the values it saw.
-    pub fn observed(&self) -> &HashMap<Key, Value> {
-        &self.observed
+    pub fn finish(self) -> Seen {
+        Seen {
+            fetched: self.fetched,
+            observed: self.observed,
+            missing: self.missing,
+        }
     }
 
-    /// The keys the execution read that had not been fetched.
-    pub fn missing(&self) -> &HashSet<Key> {
-        &self.missing
-    }
-
-    pub fn into_observed(self) -> (HashMap<Key, Value>, HashSet<Key>) {
-        (self.observed, self.missing)
+    fn cached_code(&self, hash: &B256) -> Option<Bytecode> {
+        self.code_cache.as_ref().and_then(|cache| cache.get(hash))
     }
 
     fn get(&mut self, key: Key) -> (Value, bool) {
@@ -91,7 +102,7 @@ fn corrupt(key: &Key, source: StateError) -> ViewError {
     }
 }
 
-impl Database for View<'_> {
+impl Database for View {
     type Error = ViewError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
@@ -104,7 +115,7 @@ impl Database for View<'_> {
         let info = AccountInfo::default()
             .with_balance(record.balance)
             .with_nonce(record.nonce);
-        Ok(Some(match self.code_cache.get(&record.code_hash) {
+        Ok(Some(match self.cached_code(&record.code_hash) {
             Some(code) => info.with_code_and_hash(code, record.code_hash),
             // `None` code: revm asks `code_by_hash` when it needs the code.
             None if record.has_code() => info.with_code_hash(record.code_hash),
@@ -116,7 +127,7 @@ impl Database for View<'_> {
         if code_hash == KECCAK256_EMPTY || code_hash == B256::ZERO {
             return Ok(Bytecode::default());
         }
-        if let Some(code) = self.code_cache.get(&code_hash) {
+        if let Some(code) = self.cached_code(&code_hash) {
             return Ok(code);
         }
         let (bytes, known) = self.get(state::code_key(&code_hash));
@@ -134,7 +145,9 @@ impl Database for View<'_> {
             hash: code_hash,
             reason: e.to_string(),
         })?;
-        self.code_cache.insert(code_hash, code.clone());
+        if let Some(cache) = &self.code_cache {
+            cache.insert(code_hash, code.clone());
+        }
         Ok(code)
     }
 

@@ -709,6 +709,26 @@ async fn estimate_gas_is_enough_and_failures_keep_their_data() {
         other => panic!("expected a revert, got {other:?}"),
     }
 
+    // More gas than any transaction may have.
+    let probe = w.deploy_probe().await;
+    let request = CallRequest {
+        from: Some(w.alice.address()),
+        to: Some(probe),
+        input: IProbe::burnCall { n: U256::from(100_000) }.abi_encode().into(),
+        ..CallRequest::default()
+    };
+    match w
+        .chain
+        .executor
+        .estimate_gas(&request, &w.chain.block, &w.chain.store)
+        .await
+    {
+        Err(error @ CallError::GasRequiredExceedsAllowance(_)) => {
+            assert_eq!(error.to_string(), "gas required exceeds allowance (16777216)");
+        }
+        other => panic!("expected exceeds allowance, got {other:?}"),
+    }
+
     // A plain transfer needs 21000.
     let request = CallRequest {
         from: Some(w.alice.address()),
