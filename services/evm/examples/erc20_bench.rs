@@ -86,8 +86,37 @@ fn sign(signer: &PrivateKeySigner, nonce: u64, to: TxKind, input: Bytes, gas: u6
     envelope.encoded_2718().into()
 }
 
-fn rate(n: usize, started: Instant) -> f64 {
-    n as f64 / started.elapsed().as_secs_f64()
+/// A stopwatch for wall time and for this thread's time on a CPU, so that figures taken on a
+/// busy, shared machine still say what one core does (`/proc/thread-self/schedstat`, Linux).
+struct Watch {
+    wall: Instant,
+    cpu_ns: Option<u64>,
+}
+
+impl Watch {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu_ns: cpu_ns(),
+        }
+    }
+
+    /// "N tx/s wall, M tx/s per CPU-second".
+    fn rates(&self, n: usize) -> String {
+        let wall = n as f64 / self.wall.elapsed().as_secs_f64();
+        match (self.cpu_ns, cpu_ns()) {
+            (Some(a), Some(b)) if b > a => {
+                let cpu = n as f64 / ((b - a) as f64 / 1e9);
+                format!("{wall:>8.0} tx/s wall, {cpu:>8.0} tx/s per CPU-second")
+            }
+            _ => format!("{wall:>8.0} tx/s wall"),
+        }
+    }
+}
+
+fn cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -156,14 +185,14 @@ async fn main() {
         })
         .collect();
 
-    let started = Instant::now();
+    let watch = Watch::start();
     let decoded: Vec<SignedTx> = load
         .iter()
         .map(|raw| decode_transaction(raw, &config).unwrap())
         .collect();
     println!(
-        "decode + sender recovery:           {:>9.0} tx/s",
-        rate(transfers, started)
+        "decode + sender recovery:            {}",
+        watch.rates(transfers)
     );
 
     // Plain revm, the ceiling.
@@ -183,7 +212,7 @@ async fn main() {
             .build_mainnet();
         assert!(evm.transact_commit(tx.tx_env()).unwrap().is_success());
     }
-    let started = Instant::now();
+    let watch = Watch::start();
     {
         let mut evm = Context::mainnet()
             .with_db(&mut db)
@@ -195,8 +224,8 @@ async fn main() {
         }
     }
     println!(
-        "plain revm (CacheDB):               {:>9.0} tx/s",
-        rate(transfers, started)
+        "plain revm (CacheDB):                {}",
+        watch.rates(transfers)
     );
 
     for prefetch in [false, true] {
@@ -223,7 +252,7 @@ async fn main() {
             store.apply(&done.writes);
         }
         let (mut rounds, mut calls, mut runs, mut reads) = (0u64, 0u64, 0u64, 0u64);
-        let started = Instant::now();
+        let watch = Watch::start();
         for tx in &decoded {
             let reader: &dyn StateReader = &store;
             let options = ExecOptions {
@@ -243,13 +272,13 @@ async fn main() {
         }
         let per = |x: u64| x as f64 / transfers as f64;
         println!(
-            "executor, {:<24} {:>9.0} tx/s   per transfer: {:.2} read rounds, {:.2} lock rounds, {:.2} lock calls, {:.2} executions",
+            "executor, {:<26} {}\n    per transfer: {:.2} read rounds, {:.2} lock rounds, {:.2} lock calls, {:.2} executions",
             if prefetch {
                 "optimistic prefetch:"
             } else {
                 "discovery by locks:"
             },
-            rate(transfers, started),
+            watch.rates(transfers),
             per(reads),
             per(rounds),
             per(calls),

@@ -714,7 +714,11 @@ async fn estimate_gas_is_enough_and_failures_keep_their_data() {
     let request = CallRequest {
         from: Some(w.alice.address()),
         to: Some(probe),
-        input: IProbe::burnCall { n: U256::from(100_000) }.abi_encode().into(),
+        input: IProbe::burnCall {
+            n: U256::from(100_000),
+        }
+        .abi_encode()
+        .into(),
         ..CallRequest::default()
     };
     match w
@@ -724,7 +728,10 @@ async fn estimate_gas_is_enough_and_failures_keep_their_data() {
         .await
     {
         Err(error @ CallError::GasRequiredExceedsAllowance(_)) => {
-            assert_eq!(error.to_string(), "gas required exceeds allowance (16777216)");
+            assert_eq!(
+                error.to_string(),
+                "gas required exceeds allowance (16777216)"
+            );
         }
         other => panic!("expected exceeds allowance, got {other:?}"),
     }
