@@ -872,3 +872,145 @@ async fn a_wound_in_a_later_round_stops_at_once() {
         assert_eq!(access.calls.len(), n, "no lock asked after the failed one");
     }
 }
+
+#[tokio::test]
+async fn the_previous_key_set_as_hints_locks_in_one_round() {
+    let mut w = world();
+    let token = w.deploy_token().await;
+    let input: Bytes = IToken::transferCall {
+        to: BOB,
+        amount: U256::from(1),
+    }
+    .abi_encode()
+    .into();
+    let raw = w.alice.eip1559(
+        TxKind::Call(token),
+        U256::ZERO,
+        input,
+        100_000,
+        Fee::default(),
+    );
+    let tx = parsec_evm::decode_transaction(&raw, w.chain.executor.config()).unwrap();
+    // A first attempt (say it was wounded before committing) tells which keys it needed.
+    let mut access = MemAccess::new(&w.chain.store);
+    let first = w
+        .chain
+        .executor
+        .execute(&tx, &w.chain.block, &mut access, Default::default())
+        .await
+        .unwrap();
+    assert!(first.stats.lock_rounds > 1);
+    // The retry takes them all in its first round and runs once.
+    let mut access = MemAccess::new(&w.chain.store);
+    let options = parsec_evm::ExecOptions {
+        reader: None,
+        hints: &first.stats.locked,
+    };
+    let retry = w
+        .chain
+        .executor
+        .execute(&tx, &w.chain.block, &mut access, options)
+        .await
+        .unwrap();
+    assert_eq!(retry.stats.lock_rounds, 1);
+    assert_eq!(retry.stats.runs, 1);
+    assert_eq!(retry.writes, first.writes);
+}
+
+#[tokio::test]
+async fn code_is_locked_until_cached_then_read_from_the_cache() {
+    let mut w = world();
+    let token = w.deploy_token().await;
+    let code_key = state::code_key(&keccak256(token_artifact().deployed));
+    // A fresh executor (another agent) has not seen the code: it read-locks the code key.
+    w.chain.executor = parsec_evm::Executor::new(config());
+    let done = w
+        .call_tx(
+            token,
+            IToken::transferCall {
+                to: BOB,
+                amount: U256::from(1),
+            }
+            .abi_encode(),
+        )
+        .await;
+    assert!(
+        done.stats
+            .locked
+            .contains(&(code_key.clone(), LockMode::Read))
+    );
+    assert_eq!(w.chain.executor.code_cache().len(), 1);
+    // From then on the account record's code hash is enough.
+    let done = w
+        .call_tx(
+            token,
+            IToken::transferCall {
+                to: BOB,
+                amount: U256::from(1),
+            }
+            .abi_encode(),
+        )
+        .await;
+    assert!(!done.stats.locked.iter().any(|(key, _)| *key == code_key));
+}
+
+#[tokio::test]
+async fn deploying_known_code_does_not_write_it_again() {
+    let mut w = world();
+    let probe = w.deploy_probe().await;
+    let code_key = state::code_key(&keccak256(child_artifact().deployed));
+    let done = w
+        .call_tx(
+            probe,
+            IProbe::createCall {
+                value: U256::from(1),
+            }
+            .abi_encode(),
+        )
+        .await;
+    assert!(done.writes.contains_key(&code_key));
+    // The child's code is committed; once an execution has read it, it is cached, and a second
+    // child with the same code does not write-lock the shared code key.
+    let first = probe.create(1);
+    w.read(first, IChild::valueCall {}.abi_encode())
+        .await
+        .unwrap();
+    let done = w
+        .call_tx(
+            probe,
+            IProbe::createCall {
+                value: U256::from(2),
+            }
+            .abi_encode(),
+        )
+        .await;
+    assert!(done.receipt.status);
+    assert!(!done.writes.contains_key(&code_key));
+    assert_eq!(
+        w.chain.store.code(probe.create(2)),
+        child_artifact().deployed
+    );
+}
+
+#[tokio::test]
+async fn corrupt_state_is_an_error_and_writes_nothing() {
+    let mut w = world();
+    let alice = w.alice.address();
+    w.chain.store.data.insert(
+        state::account_key(&alice),
+        Bytes::from_static(&[9, 9, 9]).into(),
+    );
+    let raw = w.alice.eip1559(
+        TxKind::Call(BOB),
+        U256::from(1),
+        Bytes::new(),
+        21_000,
+        Fee::default(),
+    );
+    let before = w.chain.store.data.clone();
+    match w.chain.send(&raw).await {
+        Err(ExecError::State(error)) => assert!(error.to_string().contains("unknown version")),
+        other => panic!("expected a state error, got {other:?}"),
+    }
+    assert_eq!(w.chain.store.data, before);
+}
