@@ -45,6 +45,13 @@ contract Probe {
         emit Stored(key, value);
     }
 
+    /// Writes only when the slot holds `expected`: a write that no speculative value predicts.
+    function bumpIf(uint256 key, uint256 expected) external {
+        if (slots[key] == expected) {
+            slots[key] = expected + 1;
+        }
+    }
+
     function failWithReason(string calldata reason) external pure {
         revert(reason);
     }

@@ -13,7 +13,7 @@ use revm::context::result::{EVMError, ExecutionResult, HaltReason, Output};
 use revm::context_interface::Cfg as _;
 
 use crate::config::BlockInfo;
-use crate::executor::{Env, ErrorContext, ExecError, Executor, Run, balance_of};
+use crate::executor::{Env, ErrorContext, ExecError, ExecStats, Executor, Run, balance_of};
 use crate::reader::StateReader;
 use crate::state;
 
@@ -283,16 +283,18 @@ impl Executor {
         values: &mut HashMap<Key, Value>,
     ) -> Result<Run, ExecError> {
         let mut rounds = 0;
+        let none = HashMap::new();
+        let mut stats = ExecStats::default();
         loop {
-            let run = self.run(env, tx, values)?;
-            if run.missing.is_empty() {
-                return Ok(run);
+            let probe = self.probe(env, tx, values, &none, &mut stats)?;
+            if probe.missing.is_empty() {
+                return Ok(probe.run);
             }
             rounds += 1;
             if rounds > MAX_READ_ROUNDS {
                 return Err(ExecError::Unsettled(rounds));
             }
-            let keys: Vec<Key> = run.missing.into_iter().collect();
+            let keys: Vec<Key> = probe.missing.into_iter().collect();
             let read = reader.read(keys.clone()).await?;
             values.extend(keys.into_iter().zip(read));
         }

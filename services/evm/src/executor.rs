@@ -15,7 +15,7 @@
 //!
 //! A failed lock (wounded, aborted) ends the execution at once with its [`AccessError`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use alloy_primitives::{Address, Bytes, Log, U256};
@@ -32,7 +32,7 @@ use crate::machine;
 use crate::reader::{ReadError, StateReader};
 use crate::state;
 use crate::tx::{SignedTx, TxError};
-use crate::view::{View, ViewError};
+use crate::view::{Speculation, View, ViewError};
 
 /// Most keys in one `lock` call (the agent refuses more than 256 per request).
 const LOCK_BATCH: usize = 256;
@@ -122,6 +122,13 @@ pub struct ExecOptions<'a> {
 pub struct Executor {
     config: EvmConfig,
     code: Arc<CodeCache>,
+}
+
+/// A run and the keys it and its speculative twin need (see [`Executor::probe`]).
+pub(crate) struct Probe {
+    pub run: Run,
+    pub needs: BTreeMap<Key, LockMode>,
+    pub missing: BTreeSet<Key>,
 }
 
 /// One revm execution over fetched values.
@@ -221,14 +228,13 @@ impl Executor {
             {
                 return self.finish(tx, block, run, &values, locked, stats);
             }
-            let run = self.run(&env, &tx_env, &mut values)?;
-            stats.runs += 1;
-            plan = run.needs(&locked);
-            if plan.is_empty() {
-                return self.finish(tx, block, run, &values, locked, stats);
+            let probe = self.probe(&env, &tx_env, &mut values, &locked, &mut stats)?;
+            if probe.needs.is_empty() {
+                return self.finish(tx, block, probe.run, &values, locked, stats);
             }
-            tracing::trace!(keys = plan.len(), "run touched unlocked keys");
-            last_run = Some(run);
+            tracing::trace!(keys = probe.needs.len(), "run touched unlocked keys");
+            plan = probe.needs;
+            last_run = Some(probe.run);
         }
     }
 
@@ -243,16 +249,16 @@ impl Executor {
         stats: &mut ExecStats,
     ) -> Result<Run, ExecError> {
         let mut to_read: Vec<Key> = plan.keys().cloned().collect();
+        let none = HashMap::new();
         loop {
             let read = reader.read(to_read.clone()).await?;
             stats.read_rounds += 1;
             values.extend(to_read.into_iter().zip(read));
-            let run = self.run(env, tx_env, values)?;
-            stats.runs += 1;
-            if run.missing.is_empty() || stats.read_rounds >= MAX_READ_ROUNDS {
-                return Ok(run);
+            let probe = self.probe(env, tx_env, values, &none, stats)?;
+            if probe.missing.is_empty() || stats.read_rounds >= MAX_READ_ROUNDS {
+                return Ok(probe.run);
             }
-            to_read = run.missing.iter().cloned().collect();
+            to_read = probe.missing.into_iter().collect();
         }
     }
 
@@ -297,14 +303,51 @@ impl Executor {
         keys
     }
 
+    /// A run over `values` and, when it found storage slots missing, a second run that reads
+    /// them as [`Speculation::Funded`]: the first may have stopped at a failed balance check,
+    /// the second goes on and finds the keys a successful path reads and writes (an ERC-20
+    /// transfer's recipient slot). Returns the first run, what both need locked and what both
+    /// found missing. The second run only widens the key set; its outcome is never used.
+    pub(crate) fn probe(
+        &self,
+        env: &Env,
+        tx_env: &TxEnv,
+        values: &mut HashMap<Key, Value>,
+        locked: &HashMap<Key, LockMode>,
+        stats: &mut ExecStats,
+    ) -> Result<Probe, ExecError> {
+        let run = self.run(env, tx_env, values, Speculation::Absent)?;
+        stats.runs += 1;
+        let mut needs = run.needs(locked);
+        let mut missing: BTreeSet<Key> = run.missing.iter().cloned().collect();
+        if run
+            .missing
+            .iter()
+            .any(|key| key.first() == Some(&state::STORAGE))
+        {
+            let funded = self.run(env, tx_env, values, Speculation::Funded)?;
+            stats.runs += 1;
+            for (key, mode) in funded.needs(locked) {
+                merge(&mut needs, key, mode);
+            }
+            missing.extend(funded.missing);
+        }
+        Ok(Probe {
+            run,
+            needs,
+            missing,
+        })
+    }
+
     /// One revm execution over `values`, which it borrows for the run.
     pub(crate) fn run(
         &self,
         env: &Env,
         tx_env: &TxEnv,
         values: &mut HashMap<Key, Value>,
+        speculation: Speculation,
     ) -> Result<Run, ExecError> {
-        let view = View::new(std::mem::take(values), Arc::clone(&self.code));
+        let view = View::new(std::mem::take(values), Arc::clone(&self.code), speculation);
         let (outcome, view) = machine::transact(&env.cfg, &env.block, tx_env.clone(), view);
         let seen = view.finish();
         *values = seen.fetched;

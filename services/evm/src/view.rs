@@ -47,9 +47,26 @@ pub struct View {
     code_cache: Option<Arc<CodeCache>>,
     /// Every key the execution asked for, with the value it was given.
     observed: HashMap<Key, Value>,
-    /// The keys among them that were not fetched (they were given the empty value).
+    /// The keys among them that were not fetched (they were given the empty value, or
+    /// `missing_word` for a storage slot).
     missing: HashSet<Key>,
+    /// What a storage slot that was not fetched reads as (see [`Speculation`]).
+    missing_word: U256,
 }
+
+/// What a key that was not fetched reads as in a discovery run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speculation {
+    /// Absent, as in an empty state: storage slots read as zero.
+    Absent,
+    /// Storage slots read as 2^128: enough to pass balance and allowance checks, small enough
+    /// that adding real amounts does not overflow, so that the run goes on down the path a
+    /// funded transaction takes and finds the keys it writes.
+    Funded,
+}
+
+/// The word a missing slot reads as under [`Speculation::Funded`].
+pub const FUNDED_WORD: U256 = U256::from_limbs([0, 0, 1, 0]);
 
 /// What a run saw: the fetched values handed back, and the keys it read.
 pub struct Seen {
@@ -61,12 +78,20 @@ pub struct Seen {
 }
 
 impl View {
-    pub fn new(fetched: HashMap<Key, Value>, code_cache: Arc<CodeCache>) -> Self {
+    pub fn new(
+        fetched: HashMap<Key, Value>,
+        code_cache: Arc<CodeCache>,
+        speculation: Speculation,
+    ) -> Self {
         Self {
             fetched,
             code_cache: Some(code_cache),
             observed: HashMap::new(),
             missing: HashSet::new(),
+            missing_word: match speculation {
+                Speculation::Absent => U256::ZERO,
+                Speculation::Funded => FUNDED_WORD,
+            },
         }
     }
 
@@ -153,7 +178,13 @@ impl Database for View {
 
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, ViewError> {
         let key = state::storage_key(&address, &index);
-        let (value, _) = self.get(key.clone());
+        let (value, known) = self.get(key.clone());
+        if !known && !self.missing_word.is_zero() {
+            // Recorded as seen, so that the diff writes only what the run changed.
+            self.observed
+                .insert(key, state::encode_word(&self.missing_word));
+            return Ok(self.missing_word);
+        }
         state::decode_word(&value).map_err(|e| corrupt(&key, e))
     }
 

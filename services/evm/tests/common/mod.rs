@@ -389,6 +389,7 @@ alloy_sol_types::sol! {
         function slots(uint256 key) external view returns (uint256);
         function counter() external view returns (uint256);
         function store(uint256 key, uint256 value) external;
+        function bumpIf(uint256 key, uint256 expected) external;
         function failWithReason(string reason) external;
         function failWithCustom(uint256 code) external;
         function storeThenFail(uint256 key, uint256 value) external;
