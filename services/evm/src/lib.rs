@@ -10,13 +10,13 @@
 pub mod call;
 pub mod code_cache;
 pub mod config;
-pub mod diff;
+mod diff;
 pub mod executor;
 mod machine;
 pub mod reader;
 pub mod state;
 pub mod tx;
-pub mod view;
+mod view;
 
 pub use call::{CallError, CallRequest, CallSuccess};
 pub use code_cache::CodeCache;
@@ -24,3 +24,4 @@ pub use config::{BlockInfo, DEFAULT_CHAIN_ID, EvmConfig};
 pub use executor::{ExecError, ExecOptions, ExecStats, Executed, Executor, Receipt};
 pub use reader::{ReadError, StateReader};
 pub use tx::{SignedTx, TxError, decode_transaction};
+pub use view::ViewError;
