@@ -1,6 +1,11 @@
 //! The Lua pay workload: wallets paying each other 1 unit in a closed loop, one payment in flight
 //! per wallet, optionally with a share of payments going to one hot wallet. At the end every
 //! balance is read back under read locks and checked against what the acknowledged payments say.
+//!
+//! A payment that ends in an error (agent killed, failover) has an unknown outcome. Each wallet
+//! signs its payments with consecutive sequence numbers and the ledger records the next one, so
+//! the outcome is learned afterwards: the payment committed iff the ledger moved past its
+//! sequence (and no acknowledged payment reused that sequence). The audit stays exact.
 
 use crate::client::{AgentPool, ClientError};
 use crate::report::Report;
@@ -104,6 +109,15 @@ pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Repo
         options.clone(),
     );
 
+    let unresolved: Arc<parking_lot::Mutex<Vec<Unresolved>>> = Arc::default();
+    // Ctrl-C or SIGTERM ends the load early; the audit and the report still run.
+    let interrupt = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
     let workers: Vec<_> = (0..options.concurrency)
         .map(|worker| {
             let context = WorkerContext {
@@ -114,6 +128,7 @@ pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Repo
                 stop: stop.clone(),
                 options: options.clone(),
                 started,
+                unresolved: unresolved.clone(),
             };
             tokio::spawn(async move { context.run(worker).await })
         })
@@ -126,21 +141,29 @@ pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Repo
     }
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
+    interrupt.abort();
     let _ = ticker.await;
     progress.finish_and_clear();
     let rpcs_after = pool.shard_rpcs().await.ok();
 
     let committed = tally.committed.load(Ordering::Relaxed);
     let errors = tally.errors.load(Ordering::Relaxed);
-    let observed = read_balances(&pool, &wallets).await?;
+    let observed = read_ledger(&pool, &wallets).await?;
+    // Payments whose outcome the workers could not learn during the run.
+    let unresolved = std::mem::take(&mut *unresolved.lock());
+    for payment in &unresolved {
+        if observed[payment.from].1 > payment.sequence {
+            payment.apply(&expected);
+        }
+    }
     let expected_total = options.wallets as u128 * u128::from(options.initial_balance);
-    let observed_total: u128 = observed.iter().map(|&b| u128::from(b)).sum();
-    let wallets_ok = (errors == 0).then(|| {
+    let observed_total: u128 = observed.iter().map(|&(b, _)| u128::from(b)).sum();
+    let wallets_ok = Some(
         observed
             .iter()
             .zip(expected.iter())
-            .all(|(&seen, want)| i128::from(seen) == i128::from(want.load(Ordering::Relaxed)))
-    });
+            .all(|(&(seen, _), want)| i128::from(seen) == i128::from(want.load(Ordering::Relaxed))),
+    );
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1_000.0;
     Ok(Report {
         workload: format!(
@@ -217,9 +240,9 @@ async fn setup(pool: &AgentPool, wallets: &[Wallet], balance: u64) -> Result<(),
     Ok(())
 }
 
-/// Every wallet's balance, read with read-only calls (read locks wait for any commit still in
-/// flight, so the audit sees every acknowledged payment).
-async fn read_balances(pool: &AgentPool, wallets: &[Wallet]) -> Result<Vec<u64>, BenchError> {
+/// Every wallet's balance and next sequence, read with read-only calls (read locks wait for any
+/// commit still in flight, so the audit sees every acknowledged payment).
+async fn read_ledger(pool: &AgentPool, wallets: &[Wallet]) -> Result<Vec<(u64, u64)>, BenchError> {
     let mut balances = Vec::with_capacity(wallets.len());
     for chunk in wallets.chunks(contracts::MAX_BATCH) {
         let pubkeys: Vec<[u8; 32]> = chunk.iter().map(|w| w.pubkey).collect();
@@ -241,12 +264,28 @@ async fn read_balances(pool: &AgentPool, wallets: &[Wallet]) -> Result<Vec<u64>,
                 .get(&contracts::account_key(pubkey))
                 .cloned()
                 .unwrap_or_default();
-            let (balance, _) = contracts::decode_account(&record)
+            let account = contracts::decode_account(&record)
                 .map_err(|e| BenchError::Account(format!("{e:?}")))?;
-            balances.push(balance);
+            balances.push(account);
         }
     }
     Ok(balances)
+}
+
+/// A payment that ended in an error: committed or not, to be learned from the ledger.
+#[derive(Clone, Copy, Debug)]
+struct Unresolved {
+    from: usize,
+    to: usize,
+    sequence: u64,
+}
+
+impl Unresolved {
+    /// Counts the payment as committed.
+    fn apply(&self, expected: &[AtomicI64]) {
+        expected[self.from].fetch_sub(1, Ordering::Relaxed);
+        expected[self.to].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct WorkerContext {
@@ -257,6 +296,8 @@ struct WorkerContext {
     stop: Arc<AtomicBool>,
     options: LuaPayOptions,
     started: Instant,
+    /// Unknown outcomes left for the end of the run.
+    unresolved: Arc<parking_lot::Mutex<Vec<Unresolved>>>,
 }
 
 impl WorkerContext {
@@ -268,6 +309,8 @@ impl WorkerContext {
             .step_by(self.options.concurrency)
             .collect();
         let mut sequences = vec![0u64; owned.len()];
+        // Per owned wallet: payments whose outcome is not known yet.
+        let mut unknown: Vec<Vec<Unresolved>> = vec![Vec::new(); owned.len()];
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let mut turn = 0usize;
         while !self.done() {
@@ -304,15 +347,33 @@ impl WorkerContext {
                 Err(error) => {
                     tracing::warn!(%error, "payment failed");
                     self.tally.errors.fetch_add(1, Ordering::Relaxed);
+                    unknown[slot].push(Unresolved {
+                        from,
+                        to,
+                        sequence: sequences[slot],
+                    });
                     // An agent that is down fails at once: do not spin on it.
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    // The outcome is unknown: learn the wallet's sequence from the ledger.
-                    if let Some(sequence) = self.sequence_of(from).await {
-                        sequences[slot] = sequence;
+                    // The outcome is unknown: learn it, and the wallet's sequence, from the
+                    // ledger (a read waits for any write still holding the account's lock).
+                    // Until it is learned the sequence is not reused: two payments with one
+                    // sequence could not both be told apart in the ledger.
+                    while !self.done() {
+                        if let Some(next) = self.sequence_of(from).await {
+                            for payment in unknown[slot].drain(..) {
+                                if next > payment.sequence {
+                                    payment.apply(&self.expected);
+                                }
+                            }
+                            sequences[slot] = next;
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
         }
+        self.unresolved.lock().extend(unknown.into_iter().flatten());
         latencies
     }
 
@@ -344,6 +405,22 @@ impl WorkerContext {
         let record = reply.reads.into_iter().next()?.value;
         contracts::decode_account(&record).ok().map(|(_, seq)| seq)
     }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = terminate.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn new_histogram() -> Histogram<u64> {

@@ -24,8 +24,9 @@ pub struct Report {
     pub rpcs_per_tx: Option<f64>,
     /// The end-of-run audit: total balance unchanged.
     pub total_ok: bool,
-    /// Every wallet holds exactly what the acknowledged payments say (only checked when no call
-    /// ended in an error, since an error leaves its outcome unknown).
+    /// Every wallet holds exactly what the committed payments say: the acknowledged ones plus
+    /// those that ended in an error but are found committed in the ledger (`None` when the
+    /// workload cannot tell).
     pub wallets_ok: Option<bool>,
     pub expected_total: u128,
     pub observed_total: u128,

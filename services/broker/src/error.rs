@@ -47,11 +47,25 @@ impl BrokerError {
                     | pb::ErrorCode::UnknownTicket
                     | pb::ErrorCode::LockNotHeld
                     | pb::ErrorCode::Overloaded
+                    | pb::ErrorCode::Fenced
+                    // Reaches the caller only from a two-phase vote whose attempt was then
+                    // fenced everywhere (otherwise it becomes `OutcomeUnknown`).
+                    | pb::ErrorCode::OutcomeUnknown
             ),
             BrokerError::Protocol { .. }
             | BrokerError::CommitHazard { .. }
             | BrokerError::OutcomeUnknown(_)
             | BrokerError::Ticket(_) => false,
+        }
+    }
+
+    /// Whether the request may or may not have taken effect on the shard (no answer, or the
+    /// shard could not tell whether its log took the write).
+    pub fn is_uncertain(&self) -> bool {
+        match self {
+            BrokerError::Timeout { .. } | BrokerError::Unreachable { .. } => true,
+            BrokerError::Refused { code, .. } => *code == pb::ErrorCode::OutcomeUnknown,
+            _ => false,
         }
     }
 

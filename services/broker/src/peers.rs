@@ -56,6 +56,7 @@ impl Peers for ShardPeers {
         let state = match pb::TicketState::try_from(info.state) {
             Ok(pb::TicketState::Begun) => TicketState::Begun,
             Ok(pb::TicketState::Wounded) => TicketState::Wounded,
+            Ok(pb::TicketState::Preparing) => TicketState::Preparing,
             Ok(pb::TicketState::Prepared) => TicketState::Prepared,
             Ok(pb::TicketState::Committed) => TicketState::Committed,
             _ => {
@@ -72,6 +73,7 @@ impl Peers for ShardPeers {
         let request = pb::TicketRequest {
             ticket: ticket.0,
             attempt,
+            fence: true,
         };
         let reply = within(self.timeout, self.shard(shard)?.rollback(request)).await?;
         match reply.error {

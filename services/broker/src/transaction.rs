@@ -158,11 +158,23 @@ impl Transaction {
     #[tracing::instrument(skip_all, fields(ticket = %self.ticket, attempt = self.attempt))]
     pub async fn commit(mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
         let result = self.run_commit(writes).await;
-        if result.is_err() {
-            self.rollback_all().await;
-        }
         self.mark_finished();
-        result
+        let Err(error) = result else {
+            return result;
+        };
+        if matches!(error, BrokerError::OutcomeUnknown(_)) {
+            self.rollback_all(false).await;
+            return Err(error);
+        }
+        // A vote that got no clear answer may still be replicated: fence every participant, so
+        // that the attempt is aborted for sure before anyone runs the transaction again.
+        let uncertain = error.is_uncertain();
+        if !self.rollback_all(uncertain).await && uncertain {
+            return Err(BrokerError::OutcomeUnknown(format!(
+                "prepare failed ({error}) and the attempt could not be fenced everywhere"
+            )));
+        }
+        Err(error)
     }
 
     async fn run_commit(&mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
@@ -265,9 +277,9 @@ impl Transaction {
             commit: true,
         };
         match self.prepare(shard, request).await {
-            Err(error @ (BrokerError::Timeout { .. } | BrokerError::Unreachable { .. })) => Err(
-                BrokerError::OutcomeUnknown(format!("one-phase commit on {shard}: {error}")),
-            ),
+            Err(error) if error.is_uncertain() => Err(BrokerError::OutcomeUnknown(format!(
+                "one-phase commit on {shard}: {error}"
+            ))),
             other => other.map(|_| ()),
         }
     }
@@ -297,7 +309,7 @@ impl Transaction {
 
     /// Rolls this attempt back on every shard it touched.
     pub async fn rollback(mut self) {
-        self.rollback_all().await;
+        self.rollback_all(false).await;
         self.mark_finished();
     }
 
@@ -306,10 +318,11 @@ impl Transaction {
         self.finished = true;
     }
 
-    async fn rollback_all(&mut self) {
+    /// Rolls back everywhere (fenced: see [`rollback_on`]); returns whether every shard did.
+    async fn rollback_all(&mut self, fence: bool) -> bool {
         let shards: Vec<ShardId> = self.participants.keys().copied().collect();
-        rollback_on(&self.broker, self.ticket, self.attempt, &shards).await;
         self.participants.clear();
+        rollback_on(&self.broker, self.ticket, self.attempt, &shards, fence).await
     }
 }
 
@@ -323,31 +336,61 @@ impl Drop for Transaction {
         let (ticket, attempt) = (self.ticket, self.attempt);
         let shards: Vec<ShardId> = self.participants.keys().copied().collect();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { rollback_on(&broker, ticket, attempt, &shards).await });
+            runtime.spawn(async move {
+                rollback_on(&broker, ticket, attempt, &shards, false).await;
+            });
         }
     }
 }
 
-async fn rollback_on(broker: &Broker, ticket: Ticket, attempt: u32, shards: &[ShardId]) {
+/// Rolls `ticket`'s attempt back on `shards`, retrying shards that do not answer; returns
+/// whether every shard confirmed. With `fence`, each shard also refuses any later prepare of the
+/// attempt. A shard that keeps failing is left to its recovery, which resolves records that stay
+/// unresolved.
+async fn rollback_on(
+    broker: &Broker,
+    ticket: Ticket,
+    attempt: u32,
+    shards: &[ShardId],
+    fence: bool,
+) -> bool {
     let calls = shards.iter().map(|&shard| async move {
         let request = pb::TicketRequest {
             ticket: ticket.0,
             attempt,
+            fence,
         };
-        let outcome = broker
-            .call(shard, broker.settings().rpc_timeout, |t| {
-                Box::pin(async move { t.rollback(request).await })
-            })
-            .await;
-        match outcome {
-            Ok(pb::OutcomeReply { error: None }) => {}
-            Ok(pb::OutcomeReply { error: Some(error) }) => {
-                tracing::debug!(%ticket, %shard, message = %error.message, "rollback refused");
+        let mut delay = Duration::from_millis(5);
+        for _ in 0..ROLLBACK_TRIES {
+            let outcome = broker
+                .call(shard, broker.settings().rpc_timeout, |t| {
+                    Box::pin(async move { t.rollback(request).await })
+                })
+                .await;
+            match outcome {
+                Ok(pb::OutcomeReply { error: None }) => return true,
+                Ok(pb::OutcomeReply { error: Some(error) }) if !is_unknown_outcome(&error) => {
+                    tracing::debug!(%ticket, %shard, message = %error.message, "rollback refused");
+                    return false;
+                }
+                Ok(pb::OutcomeReply { error: Some(error) }) => {
+                    tracing::warn!(%ticket, %shard, message = %error.message, "rollback failed; retrying");
+                }
+                Err(error) => tracing::warn!(%ticket, %shard, %error, "rollback failed; retrying"),
             }
-            Err(error) => tracing::warn!(%ticket, %shard, %error, "rollback failed"),
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
         }
+        false
     });
-    join_all(calls).await;
+    join_all(calls).await.into_iter().all(|ok| ok)
+}
+
+/// How often a rollback is tried on a shard that does not answer.
+const ROLLBACK_TRIES: usize = 5;
+
+fn is_unknown_outcome(error: &pb::ShardError) -> bool {
+    error.code == pb::ErrorCode::OutcomeUnknown as i32
 }
 
 /// The second phase of a two-phase commit: commit on every writing shard (retrying until each
@@ -356,6 +399,7 @@ async fn complete_commit(broker: Arc<Broker>, ticket: Ticket, attempt: u32, shar
     let request = pb::TicketRequest {
         ticket: ticket.0,
         attempt,
+        fence: false,
     };
     let commits = shards.iter().map(|&shard| {
         let broker = &broker;
@@ -369,9 +413,14 @@ async fn complete_commit(broker: Arc<Broker>, ticket: Ticket, attempt: u32, shar
                     .await;
                 match outcome {
                     Ok(pb::OutcomeReply { error: None }) => return true,
-                    Ok(pb::OutcomeReply { error: Some(error) }) => {
+                    Ok(pb::OutcomeReply { error: Some(error) }) if !is_unknown_outcome(&error) => {
                         tracing::error!(%ticket, %shard, message = %error.message, "commit refused after prepare");
                         return false;
+                    }
+                    Ok(pb::OutcomeReply { error: Some(error) }) => {
+                        tracing::warn!(%ticket, %shard, message = %error.message, "commit outcome unknown; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(1));
                     }
                     Err(error) => {
                         tracing::warn!(%ticket, %shard, %error, "commit failed; retrying");

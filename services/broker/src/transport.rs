@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use parsec_proto as pb;
 use parsec_proto::shard_server::Shard as _;
+use parsec_raft::LeaderFollower;
 use parsec_shard::ShardService;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Request;
 use tonic::transport::{Channel, Endpoint};
@@ -100,74 +103,119 @@ impl ShardTransport for LocalShard {
     }
 }
 
-/// A shard over gRPC. The channel multiplexes every transaction's calls over one HTTP/2
-/// connection and reconnects by itself.
+/// A shard's replicas over gRPC. Calls go to the replica believed to lead and follow "not the
+/// leader" refusals to the leader; the broker's deadline on every call bounds the search. Each
+/// channel multiplexes every transaction's calls over one HTTP/2 connection and reconnects by
+/// itself.
 #[derive(Clone)]
 pub struct GrpcShard {
-    client: pb::shard_client::ShardClient<Channel>,
+    replicas: Arc<LeaderFollower<pb::shard_client::ShardClient<Channel>>>,
 }
 
+/// A lazily connected client of one shard replica.
+fn shard_client(
+    address: &str,
+    connect_timeout: Duration,
+) -> Result<pb::shard_client::ShardClient<Channel>, TransportError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| TransportError(format!("bad shard address {address}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(pb::shard_client::ShardClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(parsec_shard::service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(parsec_shard::service::MAX_MESSAGE_BYTES))
+}
+
+/// The broker puts a deadline on every call; within it, keep looking for the leader.
+const NO_DEADLINE_OF_OUR_OWN: Duration = Duration::from_secs(3600);
+
 impl GrpcShard {
-    /// Connects lazily: the first call dials.
-    pub fn new(address: &str, connect_timeout: Duration) -> Result<Self, TransportError> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| TransportError(format!("bad shard address {address}: {e}")))?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
+    /// Connects lazily: the first call dials. `addresses`: every replica of the shard.
+    pub fn new(addresses: &[String], connect_timeout: Duration) -> Result<Self, TransportError> {
+        if addresses.is_empty() {
+            return Err(TransportError("a shard needs at least one replica".into()));
+        }
+        let replicas = addresses
+            .iter()
+            .map(|address| Ok((address.clone(), shard_client(address, connect_timeout)?)))
+            .collect::<Result<_, TransportError>>()?;
+        let follower = LeaderFollower::new(replicas).with_connect(Box::new(move |address| {
+            shard_client(address, connect_timeout).ok()
+        }));
         Ok(Self {
-            client: pb::shard_client::ShardClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(parsec_shard::service::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(parsec_shard::service::MAX_MESSAGE_BYTES),
+            replicas: Arc::new(follower),
         })
+    }
+
+    async fn call<Req, Rep, F, Fut>(&self, request: Req, rpc: F) -> Result<Rep, TransportError>
+    where
+        Req: Clone,
+        F: Fn(pb::shard_client::ShardClient<Channel>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Rep>, tonic::Status>>,
+    {
+        let reply = self
+            .replicas
+            .call(NO_DEADLINE_OF_OUR_OWN, NO_DEADLINE_OF_OUR_OWN, |client| {
+                rpc(client, request.clone())
+            })
+            .await?;
+        Ok(reply.into_inner())
     }
 }
 
 #[async_trait]
 impl ShardTransport for GrpcShard {
     async fn lock(&self, request: pb::LockRequest) -> Result<pb::LockReply, TransportError> {
-        Ok(self.client.clone().lock(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.lock(r).await })
+            .await
     }
     async fn prepare(
         &self,
         request: pb::PrepareRequest,
     ) -> Result<pb::PrepareReply, TransportError> {
-        Ok(self.client.clone().prepare(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.prepare(r).await })
+            .await
     }
     async fn commit(&self, request: pb::TicketRequest) -> Result<pb::OutcomeReply, TransportError> {
-        Ok(self.client.clone().commit(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.commit(r).await })
+            .await
     }
     async fn rollback(
         &self,
         request: pb::TicketRequest,
     ) -> Result<pb::OutcomeReply, TransportError> {
-        Ok(self.client.clone().rollback(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.rollback(r).await })
+            .await
     }
     async fn finish(&self, request: pb::TicketRequest) -> Result<pb::OutcomeReply, TransportError> {
-        Ok(self.client.clone().finish(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.finish(r).await })
+            .await
     }
     async fn read(&self, request: pb::ReadRequest) -> Result<pb::ReadReply, TransportError> {
-        Ok(self.client.clone().read(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.read(r).await })
+            .await
     }
     async fn status(&self) -> Result<pb::ShardStatus, TransportError> {
-        Ok(self
-            .client
-            .clone()
-            .status(pb::StatusRequest {})
-            .await?
-            .into_inner())
+        self.call(
+            pb::StatusRequest {},
+            |mut c, r| async move { c.status(r).await },
+        )
+        .await
     }
     async fn heartbeat(
         &self,
         request: pb::HeartbeatRequest,
     ) -> Result<pb::HeartbeatReply, TransportError> {
-        Ok(self.client.clone().heartbeat(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.heartbeat(r).await })
+            .await
     }
     async fn get_tickets(
         &self,
         request: pb::GetTicketsRequest,
     ) -> Result<pb::GetTicketsReply, TransportError> {
-        Ok(self.client.clone().get_tickets(request).await?.into_inner())
+        self.call(request, |mut c, r| async move { c.get_tickets(r).await })
+            .await
     }
 }

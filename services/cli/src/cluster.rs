@@ -38,6 +38,10 @@ pub enum ClusterError {
     },
     #[error("cannot find a free port: {0}")]
     NoPort(std::io::Error),
+    #[error("the cluster has no process {0:?} (names: ticketer-N, shard-S-N, agent-N)")]
+    UnknownProcess(String),
+    #[error("{0} is still running")]
+    StillRunning(String),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
@@ -57,7 +61,8 @@ struct Process {
 /// Endpoints of a started cluster.
 pub struct Started {
     pub topology: PathBuf,
-    pub shards: Vec<String>,
+    /// Every shard's replicas.
+    pub shards: Vec<Vec<String>>,
     pub ticket_machine: Vec<String>,
     pub agents: Vec<String>,
 }
@@ -80,33 +85,37 @@ fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
 }
 
 /// The topology of a local cluster: `ports` holds one port per process, ticket machine replicas
-/// first, then shards, then agents.
-pub fn local_topology(shards: u32, agents: u32, replicas: u32, ports: &[u16]) -> ClusterConfig {
+/// first, then each shard's replicas, then agents. Raft members get node ids 1..=R.
+pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
     let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
-    let first_shard = replicas as usize;
+    let group = |first: usize, replicas: u32| -> Vec<Replica> {
+        (0..replicas as usize)
+            .map(|r| Replica {
+                node_id: NodeId(r as u64 + 1),
+                address: address(first + r),
+            })
+            .collect()
+    };
+    let first_shard = shape.replicas as usize;
+    let first_agent = first_shard + (shape.shards * shape.shard_replicas) as usize;
     ClusterConfig {
         name: "local".into(),
-        shards: (0..shards)
+        shards: (0..shape.shards)
             .map(|i| ShardGroup {
                 id: ShardId(i),
-                replicas: vec![Replica {
-                    node_id: NodeId(1),
-                    address: address(first_shard + i as usize),
-                }],
+                replicas: group(
+                    first_shard + (i * shape.shard_replicas) as usize,
+                    shape.shard_replicas,
+                ),
             })
             .collect(),
         ticket_machine: RaftGroup {
-            replicas: (0..replicas)
-                .map(|i| Replica {
-                    node_id: NodeId(u64::from(i) + 1),
-                    address: address(i as usize),
-                })
-                .collect(),
+            replicas: group(0, shape.replicas),
         },
-        agents: (0..agents)
+        agents: (0..shape.agents)
             .map(|i| AgentEndpoint {
                 id: AgentId(i),
-                address: address(first_shard + shards as usize + i as usize),
+                address: address(first_agent + i as usize),
             })
             .collect(),
         settings: Settings::default(),
@@ -137,19 +146,24 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
         })
         .collect();
     for group in &config.shards {
-        out.push(Process {
-            name: format!("shard-{}", group.id.0),
-            args: vec![
-                "shard".into(),
-                "--topology".into(),
-                topology.clone(),
-                "--shard".into(),
-                group.id.0.to_string(),
-                "--node".into(),
-                group.replicas[0].node_id.0.to_string(),
-            ],
-            address: group.replicas[0].address.clone(),
-        });
+        for replica in &group.replicas {
+            let name = format!("shard-{}-{}", group.id.0, replica.node_id.0);
+            out.push(Process {
+                args: vec![
+                    "shard".into(),
+                    "--topology".into(),
+                    topology.clone(),
+                    "--shard".into(),
+                    group.id.0.to_string(),
+                    "--node".into(),
+                    replica.node_id.0.to_string(),
+                    "--data-dir".into(),
+                    data.join(&name).display().to_string(),
+                ],
+                name,
+                address: replica.address.clone(),
+            });
+        }
     }
     for agent in &config.agents {
         out.push(Process {
@@ -167,8 +181,79 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
     out
 }
 
+/// The shape of a local cluster.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub shards: u32,
+    pub agents: u32,
+    /// Members of the ticket machine's Raft group.
+    pub replicas: u32,
+    /// Members of each shard's Raft group.
+    pub shard_replicas: u32,
+    /// Log entries between Raft snapshots.
+    pub snapshot_every: u64,
+}
+
+/// Starts process `name` of the cluster in `dir` again (after it died or was killed), from its
+/// data directory, or from nothing with `wipe`; returns once it accepts connections.
+pub fn start_process(dir: &Path, name: &str, wipe: bool) -> Result<(), ClusterError> {
+    let topology = dir.join("topology.yaml");
+    let config = ClusterConfig::load(&topology)?;
+    let data = dir.join("data");
+    let process = processes(&config, &topology, &data)
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| ClusterError::UnknownProcess(name.to_owned()))?;
+    let pids = dir.join("pids");
+    if live_pids(&pids)?
+        .iter()
+        .any(|(_, path)| path.file_stem().is_some_and(|stem| stem == name))
+    {
+        return Err(ClusterError::StillRunning(name.to_owned()));
+    }
+    if wipe {
+        let own = data.join(name);
+        if own.exists() {
+            std::fs::remove_dir_all(&own).map_err(io_error(&own))?;
+        }
+    }
+    let exe = std::env::current_exe().map_err(io_error(Path::new("parsec")))?;
+    let (mut child, log) = spawn(&process, &exe, &dir.join("logs"), &pids)?;
+    wait_ready(&process, &mut child, &log)
+}
+
+/// Starts one process in its own process group, its output appended to its log; records its pid.
+fn spawn(
+    process: &Process,
+    exe: &Path,
+    logs: &Path,
+    pids: &Path,
+) -> Result<(Child, PathBuf), ClusterError> {
+    let log_path = logs.join(format!("{}.log", process.name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_error(&log_path))?;
+    let err = log.try_clone().map_err(io_error(&log_path))?;
+    let child = Command::new(exe)
+        .args(&process.args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        // Its own process group: the cluster outlives this command and a Ctrl-C to it.
+        .process_group(0)
+        .spawn()
+        .map_err(io_error(exe))?;
+    let pid_path = pids.join(format!("{}.pid", process.name));
+    std::fs::write(&pid_path, child.id().to_string()).map_err(io_error(&pid_path))?;
+    Ok((child, log_path))
+}
+
 /// Starts a cluster in `dir` and returns once every process accepts connections.
-pub fn up(dir: &Path, shards: u32, agents: u32, replicas: u32) -> Result<Started, ClusterError> {
+pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
+    let processes_needed =
+        (shape.replicas + shape.shards * shape.shard_replicas + shape.agents) as usize;
     let pids = dir.join("pids");
     if live_pids(&pids)?.into_iter().next().is_some() {
         return Err(ClusterError::AlreadyRunning(dir.display().to_string()));
@@ -178,8 +263,10 @@ pub fn up(dir: &Path, shards: u32, agents: u32, replicas: u32) -> Result<Started
     for folder in [dir, &logs, &pids, &data] {
         std::fs::create_dir_all(folder).map_err(io_error(folder))?;
     }
-    let ports = free_ports(replicas as usize + shards as usize + agents as usize)?;
-    let config = local_topology(shards, agents, replicas, &ports);
+    let ports = free_ports(processes_needed)?;
+    let mut config = local_topology(&shape, &ports);
+    config.settings.raft_snapshot_every = shape.snapshot_every;
+    config.settings.raft_logs_kept = config.settings.raft_logs_kept.min(shape.snapshot_every);
     let topology = dir.join("topology.yaml");
     config.save(&topology)?;
     let topology = topology.canonicalize().map_err(io_error(&topology))?;
@@ -188,20 +275,7 @@ pub fn up(dir: &Path, shards: u32, agents: u32, replicas: u32) -> Result<Started
     let mut started: Vec<(Process, Child, PathBuf)> = Vec::new();
     let data = data.canonicalize().map_err(io_error(&data))?;
     for process in processes(&config, &topology, &data) {
-        let log_path = logs.join(format!("{}.log", process.name));
-        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
-        let err = log.try_clone().map_err(io_error(&log_path))?;
-        let child = Command::new(&exe)
-            .args(&process.args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            // Its own process group: the cluster outlives this command and a Ctrl-C to it.
-            .process_group(0)
-            .spawn()
-            .map_err(io_error(&exe))?;
-        let pid_path = pids.join(format!("{}.pid", process.name));
-        std::fs::write(&pid_path, child.id().to_string()).map_err(io_error(&pid_path))?;
+        let (child, log_path) = spawn(&process, &exe, &logs, &pids)?;
         started.push((process, child, log_path));
     }
     let mut failure = None;
@@ -225,7 +299,7 @@ pub fn up(dir: &Path, shards: u32, agents: u32, replicas: u32) -> Result<Started
         shards: config
             .shards
             .iter()
-            .map(|s| s.replicas[0].address.clone())
+            .map(|s| s.replicas.iter().map(|r| r.address.clone()).collect())
             .collect(),
         ticket_machine: config
             .ticket_machine
@@ -281,6 +355,20 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Whether `pid` runs. A killed process whose parent is gone may linger as a zombie until
+/// something reaps it; it counts as dead.
+fn is_alive(pid: Pid) -> bool {
+    if kill(pid, None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised command name, which may itself contain spaces.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    state != Some("Z")
+}
+
 /// Pids of the cluster's processes that are still alive, with their pid files.
 fn live_pids(pids: &Path) -> Result<Vec<(Pid, PathBuf)>, ClusterError> {
     let Ok(entries) = std::fs::read_dir(pids) else {
@@ -293,9 +381,7 @@ fn live_pids(pids: &Path) -> Result<Vec<(Pid, PathBuf)>, ClusterError> {
             .ok()
             .and_then(|text| text.trim().parse::<i32>().ok());
         match pid {
-            Some(pid) if kill(Pid::from_raw(pid), None).is_ok() => {
-                out.push((Pid::from_raw(pid), path))
-            }
+            Some(pid) if is_alive(Pid::from_raw(pid)) => out.push((Pid::from_raw(pid), path)),
             _ => {
                 let _ = std::fs::remove_file(&path);
             }
@@ -313,10 +399,7 @@ pub fn down(dir: &Path) -> Result<usize, ClusterError> {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let alive: Vec<_> = running
-            .iter()
-            .filter(|(pid, _)| kill(*pid, None).is_ok())
-            .collect();
+        let alive: Vec<_> = running.iter().filter(|(pid, _)| is_alive(*pid)).collect();
         if alive.is_empty() {
             break;
         }

@@ -38,11 +38,20 @@ enum Command {
         /// Number of shards.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
         shards: u32,
+        /// Where the shards keep their Raft logs and snapshots (state survives restarts).
+        #[arg(long, default_value = "parsec-data/dev", conflicts_with = "in_memory")]
+        data_dir: PathBuf,
+        /// Keep nothing on disk: the state is gone when the process ends.
+        #[arg(long)]
+        in_memory: bool,
     },
-    /// Serve one replica of one shard.
+    /// Serve one replica of one shard (Raft-replicated).
     Shard {
         #[command(flatten)]
         node: NodeArgs,
+        /// Where this replica keeps its Raft log and snapshots.
+        #[arg(long, default_value = "parsec-data/shard")]
+        data_dir: PathBuf,
         #[arg(long)]
         shard: u32,
         #[arg(long = "node", default_value_t = 1)]
@@ -118,9 +127,26 @@ enum ClusterCommand {
         shards: u32,
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
         agents: u32,
-        /// Replicas of each Raft group: the ticket machine today (shards replicate next).
+        /// Replicas of each Raft group (every shard and the ticket machine).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
         replicas: u32,
+        /// Replicas of each shard's group, when it should differ from --replicas.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+        shard_replicas: Option<u32>,
+        /// Raft log entries between snapshots.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        snapshot_every: u64,
+    },
+    /// Start one process of the cluster in DIR again (after it died or was killed).
+    Start {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The process: ticketer-N, shard-S-N or agent-N (as in DIR/pids).
+        process: String,
+        /// Delete its data first: it rejoins empty (remove it from its Raft group before, and
+        /// add it back after).
+        #[arg(long)]
+        wipe: bool,
     },
     /// Stop the cluster started in DIR.
     Down {
@@ -193,11 +219,24 @@ fn load(path: &std::path::Path) -> Result<ClusterConfig, String> {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Dev { listen, shards } => runtime()?
-            .block_on(node::run_dev(listen, shards))
-            .map_err(|e| e.to_string())?,
+        Command::Dev {
+            listen,
+            shards,
+            data_dir,
+            in_memory,
+        } => {
+            let storage = if in_memory {
+                node::DevStorage::Memory
+            } else {
+                node::DevStorage::Disk(data_dir)
+            };
+            runtime()?
+                .block_on(node::run_dev(listen, shards, storage))
+                .map_err(|e| e.to_string())?
+        }
         Command::Shard {
             node,
+            data_dir,
             shard,
             node_id,
         } => {
@@ -207,6 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     &config,
                     ShardId(shard),
                     NodeId(node_id),
+                    &data_dir,
                     node.listen,
                 ))
                 .map_err(|e| e.to_string())?
@@ -267,13 +307,22 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             shards,
             agents,
             replicas,
+            shard_replicas,
+            snapshot_every,
         } => {
-            let started = cluster::up(&dir, shards, agents, replicas).map_err(|e| e.to_string())?;
+            let shape = cluster::Shape {
+                shards,
+                agents,
+                replicas,
+                shard_replicas: shard_replicas.unwrap_or(replicas),
+                snapshot_every,
+            };
+            let started = cluster::up(&dir, shape).map_err(|e| e.to_string())?;
             println!("cluster up in {}", dir.display());
             println!("  topology:       {}", started.topology.display());
             println!("  ticket machine: {}", started.ticket_machine.join(", "));
             for (i, shard) in started.shards.iter().enumerate() {
-                println!("  shard {i}:        {shard}");
+                println!("  shard {i}:        {}", shard.join(", "));
             }
             for (i, agent) in started.agents.iter().enumerate() {
                 println!("  agent {i}:        {agent}");
@@ -285,13 +334,18 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             let stopped = cluster::down(&dir).map_err(|e| e.to_string())?;
             println!("stopped {stopped} processes");
         }
+        ClusterCommand::Start { dir, process, wipe } => {
+            cluster::start_process(&dir, &process, wipe).map_err(|e| e.to_string())?;
+            println!("{process} started");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
-    let agents = match (&args.topology, args.agents.is_empty()) {
-        (Some(path), _) => load(path)?.agents.into_iter().map(|a| a.address).collect(),
+    let topology = args.topology.as_deref().map(load).transpose()?;
+    let agents = match (&topology, args.agents.is_empty()) {
+        (Some(config), _) => config.agents.iter().map(|a| a.address.clone()).collect(),
         (None, true) => vec![DEV_AGENT.to_owned()],
         (None, false) => args.agents.clone(),
     };
@@ -308,12 +362,30 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
         ..LuaPayOptions::default()
     };
     options.validate().map_err(|e| e.to_string())?;
-    let report = runtime()?.block_on(async {
+    let (report, raft) = runtime()?.block_on(async {
         let pool = AgentPool::connect(&agents)
             .await
             .map_err(|e| e.to_string())?;
-        run_lua_pay(pool, options).await.map_err(|e| e.to_string())
+        // With a topology, the shards' Raft logs are measured around the run.
+        let before = match &topology {
+            Some(config) => Some(status::collect(config).await),
+            None => None,
+        };
+        let report = run_lua_pay(pool, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let raft = match (&topology, before) {
+            (Some(config), Some(before)) => Some(status::shard_raft_work(
+                &before,
+                &status::collect(config).await,
+            )),
+            _ => None,
+        };
+        Ok::<_, String>((report, raft))
     })?;
+    let per_payment = |n: u64| (report.committed > 0).then(|| n as f64 / report.committed as f64);
+    let raft_entries_per_payment = raft.and_then(|w| per_payment(w.entries));
+    let fsyncs_per_payment = raft.and_then(|w| per_payment(w.fsyncs));
     if args.json {
         let json = serde_json::json!({
             "committed": report.committed,
@@ -327,12 +399,20 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
             "p999_ms": report.p999_ms,
             "max_ms": report.max_ms,
             "rpcs_per_payment": report.rpcs_per_tx,
+            "raft_entries_per_payment": raft_entries_per_payment,
+            "fsyncs_per_payment": fsyncs_per_payment,
             "total_ok": report.total_ok,
             "wallets_ok": report.wallets_ok,
         });
         println!("{json}");
     } else {
         println!("{}", report.summary());
+        if let (Some(entries), Some(fsyncs)) = (raft_entries_per_payment, fsyncs_per_payment) {
+            println!(
+                "shard Raft logs: {entries:.2} entries per payment (leaders), {fsyncs:.2} fsyncs \
+                 per payment (all replicas)"
+            );
+        }
     }
     Ok(if report.total_ok && report.wallets_ok != Some(false) {
         ExitCode::SUCCESS

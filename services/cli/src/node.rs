@@ -1,13 +1,14 @@
 //! Wiring of each role: what `parsec shard | ticketer | agent | dev` start.
 
-use openraft::BasicNode;
+use openraft::{BasicNode, SnapshotPolicy};
 use parsec_agent::agent::{Agent, AgentSettings};
 use parsec_agent::lua::LuaRunner;
 use parsec_agent::service::AgentService;
 use parsec_broker::{Broker, BrokerSettings, GrpcShard, LocalShard, ShardPeers, ShardTransport};
 use parsec_core::config::Replica;
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
-use parsec_raft::{RaftConfig, RaftNode};
+use parsec_raft::{RaftConfig, RaftNode, ReplicatedState};
+use parsec_shard::state_machine::StateMachine;
 use parsec_shard::{ShardEngine, ShardService};
 use parsec_ticketer::TicketMachine;
 use parsec_ticketer::{GrpcTicketMachine, RangeSource, TicketDispenser, TicketMachineService};
@@ -110,25 +111,72 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn shard_service(id: ShardId, settings: &Settings) -> ShardService {
-    ShardService::new(
-        ShardEngine::with_lease(id, lease(settings)),
-        Duration::from_millis(settings.lock_wait_timeout_ms),
-    )
+fn shard_service(engine: ShardEngine, settings: &Settings) -> ShardService {
+    ShardService::new(engine, Duration::from_millis(settings.lock_wait_timeout_ms))
+}
+
+/// Starts this process's member of a Raft group, its log and snapshots in `data_dir`. The
+/// replica with the lowest node id initializes the group on first boot (a no-op afterwards).
+async fn start_member<S: ReplicatedState>(
+    replicas: &[Replica],
+    node: NodeId,
+    data_dir: &Path,
+    app: S,
+    settings: &Settings,
+) -> Result<Arc<RaftNode<S>>, NodeError> {
+    let raft = RaftNode::start(node.0, data_dir, app, raft_config(settings))
+        .await
+        .map_err(|e| NodeError::Raft(parsec_core::error_chain(&e)))?;
+    let raft = Arc::new(raft);
+    if replicas.iter().map(|r| r.node_id).min() == Some(node) {
+        let members = replicas
+            .iter()
+            .map(|r| (r.node_id.0, BasicNode::new(&r.address)))
+            .collect();
+        raft.initialize(members)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    }
+    Ok(raft)
 }
 
 fn lease(settings: &Settings) -> Duration {
     Duration::from_millis(settings.agent_lease_ms)
 }
 
-/// Transports to every shard of the topology (its first replica until Raft).
+fn raft_config(settings: &Settings) -> RaftConfig {
+    let mut config = RaftConfig::default();
+    config.raft.snapshot_policy = SnapshotPolicy::LogsSinceLast(settings.raft_snapshot_every);
+    config.raft.max_in_snapshot_log_to_keep = settings.raft_logs_kept;
+    config
+}
+
+/// The address a replica listens on: `--listen`, else its address in the topology. A member
+/// added by a membership change is not in the topology yet and must be given `--listen`.
+fn member_address(
+    listen: Option<SocketAddr>,
+    replicas: &[Replica],
+    node: NodeId,
+    group: &str,
+) -> Result<SocketAddr, NodeError> {
+    match (listen, replica(replicas, node, group)) {
+        (Some(address), _) => Ok(address),
+        (None, Ok(replica)) => listen_address(&replica.address),
+        (None, Err(_)) => Err(NodeError::Topology(format!(
+            "{group} has no replica {node}; a member being added needs --listen"
+        ))),
+    }
+}
+
+/// Transports to every shard of the topology, each following its group's leader.
 fn grpc_shards(config: &ClusterConfig) -> Result<Vec<Arc<dyn ShardTransport>>, NodeError> {
     let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
     config
         .shards
         .iter()
         .map(|group| {
-            let shard = GrpcShard::new(&group.replicas[0].address, timeout)
+            let addresses: Vec<String> = group.replicas.iter().map(|r| r.address.clone()).collect();
+            let shard = GrpcShard::new(&addresses, timeout)
                 .map_err(|e| NodeError::Connect(e.to_string()))?;
             Ok(Arc::new(shard) as Arc<dyn ShardTransport>)
         })
@@ -155,28 +203,41 @@ async fn start_heartbeats(agent: &Agent, settings: &Settings) {
     broker.spawn_heartbeats(incarnation, lease(settings));
 }
 
-/// Serves shard `shard` replica `node` of the topology.
+/// Serves shard `shard` replica `node` of the topology, replicated with Raft; its log and
+/// snapshots live in `data_dir`.
 pub async fn run_shard(
     config: &ClusterConfig,
     shard: ShardId,
     node: NodeId,
+    data_dir: &Path,
     listen: Option<SocketAddr>,
 ) -> Result<(), NodeError> {
     let group = config
         .shard(shard)
         .ok_or_else(|| NodeError::Topology(format!("the topology has no {shard}")))?;
-    let address = listen_or(
-        listen,
-        &replica(&group.replicas, node, &shard.to_string())?.address,
-    )?;
-    tracing::info!(%shard, %node, %address, "shard serving");
-    let service = shard_service(shard, &config.settings);
-    start_recovery(service.engine(), grpc_shards(config)?, &config.settings);
-    serve(address, server().add_service(service.into_server())).await
+    let address = member_address(listen, &group.replicas, node, &shard.to_string())?;
+    let raft = start_member(
+        &group.replicas,
+        node,
+        data_dir,
+        StateMachine::new(),
+        &config.settings,
+    )
+    .await?;
+    let engine = ShardEngine::replicated(shard, raft.clone(), lease(&config.settings));
+    start_recovery(&engine, grpc_shards(config)?, &config.settings);
+    tracing::info!(%shard, %node, %address, data_dir = %data_dir.display(), "shard serving");
+    let router = server()
+        .add_routes(raft.routes())
+        .add_service(shard_service(engine, &config.settings).into_server());
+    let served = serve(address, router).await;
+    // Close the log cleanly before the process exits.
+    raft.shutdown().await;
+    served
 }
 
 /// Serves ticket machine replica `node`, replicated with Raft; its log and snapshots live in
-/// `data_dir`. The replica with the lowest node id initializes the group on first boot.
+/// `data_dir`.
 pub async fn run_ticketer(
     config: &ClusterConfig,
     node: NodeId,
@@ -184,32 +245,20 @@ pub async fn run_ticketer(
     listen: Option<SocketAddr>,
 ) -> Result<(), NodeError> {
     let replicas = &config.ticket_machine.replicas;
-    let replica = replica(replicas, node, "the ticket machine")?;
-    let address = listen_or(listen, &replica.address)?;
-    let raft = RaftNode::start(
-        node.0,
+    let address = member_address(listen, replicas, node, "the ticket machine")?;
+    let raft = start_member(
+        replicas,
+        node,
         data_dir,
         TicketMachine::new(),
-        RaftConfig::default(),
+        &config.settings,
     )
-    .await
-    .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let raft = Arc::new(raft);
-    if replicas.iter().map(|r| r.node_id).min() == Some(node) {
-        let members = replicas
-            .iter()
-            .map(|r| (r.node_id.0, BasicNode::new(&r.address)))
-            .collect();
-        raft.initialize(members)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
-    }
+    .await?;
     tracing::info!(%node, %address, data_dir = %data_dir.display(), "ticket machine serving");
     let router = server()
         .add_routes(raft.routes())
         .add_service(TicketMachineService::replicated(raft.clone()).into_server());
     let served = serve(address, router).await;
-    // Close the log cleanly before the process exits.
     raft.shutdown().await;
     served
 }
@@ -260,11 +309,76 @@ pub async fn run_agent(
     .await
 }
 
+/// Where `parsec dev` keeps its shards.
+pub enum DevStorage {
+    /// Single-replica Raft groups with their logs and snapshots under this directory.
+    Disk(std::path::PathBuf),
+    /// Nothing on disk: the state is gone when the process ends.
+    Memory,
+}
+
+/// Keys are placed by shard count: a data directory must always be opened with the count it was
+/// created with.
+fn check_dev_layout(dir: &Path, shard_count: u32) -> Result<(), NodeError> {
+    let marker = dir.join("shards");
+    let io = |e: std::io::Error| NodeError::Topology(format!("{}: {e}", marker.display()));
+    match std::fs::read_to_string(&marker) {
+        Ok(text) => match text.trim().parse::<u32>() {
+            Ok(count) if count == shard_count => Ok(()),
+            Ok(count) => Err(NodeError::Topology(format!(
+                "{} holds a {count}-shard cluster; run with --shards {count}, or choose another --data-dir",
+                dir.display()
+            ))),
+            Err(_) => Err(NodeError::Topology(format!(
+                "{} is not a shard count; remove it only if {} holds no data you need",
+                marker.display(),
+                dir.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            std::fs::write(&marker, format!("{shard_count}\n")).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// `parsec dev`: every role in this process, connected in process, one agent served on `listen`.
-pub async fn run_dev(listen: SocketAddr, shard_count: u32) -> Result<(), NodeError> {
+/// Each shard is a single-replica Raft group with its log on disk (the same code path as a
+/// cluster), unless `storage` says memory.
+pub async fn run_dev(
+    listen: SocketAddr,
+    shard_count: u32,
+    storage: DevStorage,
+) -> Result<(), NodeError> {
     let settings = Settings::default();
-    let services: Vec<ShardService> = (0..shard_count)
-        .map(|i| shard_service(ShardId(i), &settings))
+    if let DevStorage::Disk(dir) = &storage {
+        check_dev_layout(dir, shard_count)?;
+    }
+    let mut engines = Vec::new();
+    let mut rafts = Vec::new();
+    for i in 0..shard_count {
+        let id = ShardId(i);
+        let engine = match &storage {
+            DevStorage::Memory => ShardEngine::with_lease(id, lease(&settings)),
+            DevStorage::Disk(dir) => {
+                let me = [Replica {
+                    node_id: NodeId(0),
+                    address: listen.to_string(),
+                }];
+                let dir = dir.join(format!("shard-{i}"));
+                let raft =
+                    start_member(&me, NodeId(0), &dir, StateMachine::new(), &settings).await?;
+                rafts.push(raft.clone());
+                ShardEngine::replicated(id, raft, lease(&settings))
+            }
+        };
+        engine.wait_until_leading().await;
+        engines.push(engine);
+    }
+    let services: Vec<ShardService> = engines
+        .into_iter()
+        .map(|engine| shard_service(engine, &settings))
         .collect();
     let shards: Vec<Arc<dyn ShardTransport>> = services
         .iter()
@@ -282,7 +396,15 @@ pub async fn run_dev(listen: SocketAddr, shard_count: u32) -> Result<(), NodeErr
     start_heartbeats(&agent, &settings).await;
     let router = server().add_service(AgentService::new(agent).into_server());
     println!("parsec dev: {shard_count} shards, ticket machine and agent in one process");
+    match &storage {
+        DevStorage::Disk(dir) => println!("  data (Raft logs, snapshots): {}", dir.display()),
+        DevStorage::Memory => println!("  data: in memory, gone when this process ends"),
+    }
     println!("  agent (Lua contracts, gRPC): {listen}");
     println!("  try: parsec bench lua-pay --duration 10");
-    serve(listen, router).await
+    let served = serve(listen, router).await;
+    for raft in rafts {
+        raft.shutdown().await;
+    }
+    served
 }

@@ -23,6 +23,8 @@ pub struct Row {
     pub applied_index: Option<u64>,
     pub snapshot_index: Option<u64>,
     pub snapshot_bytes: Option<u64>,
+    /// fsyncs of the Raft log since the process started.
+    pub log_syncs: Option<u64>,
     pub keys: Option<u64>,
     pub tickets: Option<u64>,
     pub locked_keys: Option<u64>,
@@ -80,13 +82,19 @@ async fn raft_row(group: &str, node: u64, address: &str) -> Row {
             applied_index: s.applied_index,
             snapshot_index: s.snapshot_index,
             snapshot_bytes: Some(s.snapshot_size_bytes),
+            log_syncs: Some(s.log_syncs),
             ..Row::default()
         },
         Err(error) => unreachable(group, node, address, error),
     }
 }
 
+/// A shard replica: its Raft member's status plus the shard's own figures.
 async fn shard_row(group: &str, node: u64, address: &str) -> Row {
+    let mut row = raft_row(group, node, address).await;
+    if row.error.is_some() {
+        return row;
+    }
     let status = ask(address, |channel| async move {
         pb::shard_client::ShardClient::new(channel)
             .status(pb::StatusRequest {})
@@ -94,17 +102,12 @@ async fn shard_row(group: &str, node: u64, address: &str) -> Row {
     })
     .await;
     match status {
-        Ok(s) => Row {
-            group: group.to_owned(),
-            node,
-            address: address.to_owned(),
-            role: "serving".into(),
-            applied_index: Some(s.applied_commands),
-            keys: Some(s.keys),
-            tickets: Some(s.tickets),
-            locked_keys: Some(s.locked_keys),
-            ..Row::default()
-        },
+        Ok(s) => {
+            row.keys = Some(s.keys);
+            row.tickets = Some(s.tickets);
+            row.locked_keys = Some(s.locked_keys);
+            row
+        }
         Err(error) => unreachable(group, node, address, error),
     }
 }
@@ -155,6 +158,40 @@ pub async fn collect(config: &ClusterConfig) -> Vec<Row> {
             .await,
     );
     rows
+}
+
+/// What the shard groups' Raft logs did between two status collections: entries committed (by
+/// leaders) and fsyncs (by every replica).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RaftWork {
+    pub entries: u64,
+    pub fsyncs: u64,
+}
+
+/// The shards' Raft work in `after` since `before` (replicas missing from either are skipped).
+pub fn shard_raft_work(before: &[Row], after: &[Row]) -> RaftWork {
+    let shard = |row: &&Row| row.group.starts_with("shard-") && row.error.is_none();
+    let mut work = RaftWork::default();
+    for row in after.iter().filter(shard) {
+        let Some(earlier) = before
+            .iter()
+            .filter(shard)
+            .find(|b| b.group == row.group && b.node == row.node)
+        else {
+            continue;
+        };
+        work.fsyncs += row
+            .log_syncs
+            .unwrap_or(0)
+            .saturating_sub(earlier.log_syncs.unwrap_or(0));
+        if row.role == "leader" {
+            work.entries += row
+                .commit_index
+                .unwrap_or(0)
+                .saturating_sub(earlier.commit_index.unwrap_or(0));
+        }
+    }
+    work
 }
 
 /// The rows as an aligned table.

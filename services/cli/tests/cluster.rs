@@ -20,6 +20,8 @@ const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
 /// A running cluster, stopped when dropped (also when a check fails).
 struct LocalCluster {
     dir: tempfile::TempDir,
+    /// Processes the test started itself (members added through the admin API), reaped on drop.
+    extra: std::cell::RefCell<Vec<std::process::Child>>,
 }
 
 impl LocalCluster {
@@ -27,7 +29,12 @@ impl LocalCluster {
         Self::up_with_replicas(1)
     }
 
+    /// A ticket machine of `replicas` members, unreplicated shards.
     fn up_with_replicas(replicas: u32) -> Self {
+        Self::up_with(replicas, 1, 10_000)
+    }
+
+    fn up_with(replicas: u32, shard_replicas: u32, snapshot_every: u64) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = Command::new(PARSEC)
             .args([
@@ -40,6 +47,10 @@ impl LocalCluster {
                 "--replicas",
             ])
             .arg(replicas.to_string())
+            .arg("--shard-replicas")
+            .arg(shard_replicas.to_string())
+            .arg("--snapshot-every")
+            .arg(snapshot_every.to_string())
             .arg("--dir")
             .arg(dir.path())
             .output()
@@ -50,7 +61,10 @@ impl LocalCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        Self { dir }
+        Self {
+            dir,
+            extra: Default::default(),
+        }
     }
 
     fn topology_path(&self) -> PathBuf {
@@ -85,14 +99,101 @@ impl LocalCluster {
 
     /// An 8-second, 64-in-flight payment run over every agent, printing its report as JSON.
     fn start_background_bench(&self) -> std::process::Child {
+        self.start_bench_for(8)
+    }
+
+    /// A 64-in-flight payment run of at most `seconds` over every agent (SIGINT ends it early),
+    /// printing its report as JSON.
+    fn start_bench_for(&self, seconds: u32) -> std::process::Child {
         Command::new(PARSEC)
             .args(["bench", "lua-pay", "--json", "--wallets", "1000"])
-            .args(["--concurrency", "64", "--duration", "8", "--topology"])
+            .args(["--concurrency", "64", "--duration"])
+            .arg(seconds.to_string())
+            .arg("--topology")
             .arg(self.topology_path())
+            .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(self.dir.path().join("logs/bench.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null()),
+            )
             .spawn()
             .expect("start bench")
+    }
+
+    /// `kill -9` of one of the cluster's processes (`shard-0-2`, `agent-1`, …).
+    fn kill9(&self, name: &str) {
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("pids/{name}.pid")))
+            .expect("pid file");
+        let killed = Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "kill -9 {name}");
+    }
+
+    /// `parsec cluster start`: a killed process comes back from its disk (or empty, `wipe`).
+    fn start(&self, name: &str, wipe: bool) {
+        let mut command = Command::new(PARSEC);
+        command
+            .args(["cluster", "start", "--dir"])
+            .arg(self.dir.path())
+            .arg(name);
+        if wipe {
+            command.arg("--wipe");
+        }
+        let output = command.output().expect("run parsec cluster start");
+        assert!(
+            output.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.logs()
+        );
+    }
+
+    /// The addresses of shard `shard`'s replicas, by node id.
+    fn shard_replicas(&self, shard: usize) -> Vec<(u64, String)> {
+        self.topology().shards[shard]
+            .replicas
+            .iter()
+            .map(|r| (r.node_id.0, r.address.clone()))
+            .collect()
+    }
+
+    /// Starts a new replica `node` of shard `shard` that the topology does not list (to be added
+    /// through the admin API); `parsec cluster down` stops it with the others. Returns its address.
+    fn start_extra_shard_member(&self, shard: u32, node: u64) -> String {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let name = format!("shard-{shard}-{node}");
+        let log = std::fs::File::create(self.dir.path().join(format!("logs/{name}.log")))
+            .expect("log file");
+        let child = Command::new(PARSEC)
+            .args(["shard", "--topology"])
+            .arg(self.topology_path())
+            .args(["--shard", &shard.to_string(), "--node", &node.to_string()])
+            .args(["--listen", &address, "--data-dir"])
+            .arg(self.dir.path().join(format!("data/{name}")))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start extra member");
+        std::fs::write(
+            self.dir.path().join(format!("pids/{name}.pid")),
+            child.id().to_string(),
+        )
+        .expect("pid file");
+        self.extra.borrow_mut().push(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(std::time::Instant::now() < deadline, "{name} did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        address
     }
 
     /// Every process is still alive.
@@ -114,6 +215,15 @@ impl Drop for LocalCluster {
             .args(["cluster", "down", "--dir"])
             .arg(self.dir.path())
             .output();
+        for mut child in self.extra.borrow_mut().drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // PARSEC_KEEP_CLUSTER=1 keeps the logs and data of every test cluster for a post-mortem.
+        if std::env::var_os("PARSEC_KEEP_CLUSTER").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+            eprintln!("cluster kept in {}", kept.keep().display());
+        }
     }
 }
 
@@ -367,12 +477,13 @@ fn the_ticket_machine_survives_the_death_of_its_leader() {
     };
     assert_eq!(role(leader).as_deref(), Some("unreachable"), "{rows:?}");
     assert_eq!(role(new_leader).as_deref(), Some("leader"), "{rows:?}");
-    assert_eq!(
-        rows.iter()
-            .filter(|r| r["group"].as_str().is_some_and(|g| g.starts_with("shard-")))
-            .count(),
-        2
-    );
+    // Two single-replica shard groups, each its own leader.
+    let shard_rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r["group"].as_str().is_some_and(|g| g.starts_with("shard-")))
+        .collect();
+    assert_eq!(shard_rows.len(), 2, "{rows:?}");
+    assert!(shard_rows.iter().all(|r| r["role"] == "leader"), "{rows:?}");
 
     let output = bench.wait_with_output().expect("bench");
     let report: serde_json::Value =
@@ -381,9 +492,337 @@ fn the_ticket_machine_survives_the_death_of_its_leader() {
     assert_eq!(report["total_ok"], true, "{report}\n{}", cluster.logs());
     assert_eq!(report["wallets_ok"], true, "{report}");
     assert_eq!(
-        report["errors"], 0,
-        "failover must delay payments, not fail them: {report}"
+        report["errors"],
+        0,
+        "failover must delay payments, not fail them: {report}\n{}",
+        cluster.logs()
     );
+}
+
+/// Issue 3's acceptance run: 2 shards × 3 replicas, a ticket machine × 3 and 2 agents under the
+/// Lua pay workload, while in turn: the leader of shard 0 is killed (`kill -9`); a follower of
+/// shard 1 is killed and restarted from its disk; a follower of shard 1 is removed, wiped and
+/// added back (restored by a snapshot install); shard 0 grows to 5 members and shrinks back to
+/// 3, its leader removed first; an agent is killed. No acknowledged payment is lost or applied
+/// twice (every wallet balance is exact), and no lock is left behind.
+#[test]
+fn shard_groups_survive_crashes_restarts_wipes_and_membership_changes() {
+    use parsec_raft::pb::{AddLearnerRequest, NodeRequest};
+    let cluster = LocalCluster::up_with(3, 3, 100);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let bench = cluster.start_bench_for(300);
+    let shard0 = cluster.shard_replicas(0);
+    let shard1 = cluster.shard_replicas(1);
+    let addresses =
+        |group: &[(u64, String)]| -> Vec<String> { group.iter().map(|(_, a)| a.clone()).collect() };
+    runtime.block_on(wait_for_payments(&cluster.shard_addresses()));
+
+    // 1. kill -9 the leader of shard 0: the survivors elect, and commits resume.
+    let (old_leader, _) = runtime.block_on(group_leader(&addresses(&shard0), None));
+    cluster.kill9(&format!("shard-0-{old_leader}"));
+    let killed_at = std::time::Instant::now();
+    let (new_leader, new_address) =
+        runtime.block_on(group_leader(&addresses(&shard0), Some(old_leader)));
+    let elected = killed_at.elapsed();
+    let first = runtime.block_on(shard_applied(&new_address));
+    runtime.block_on(async {
+        while shard_applied(&new_address).await <= first {
+            assert!(killed_at.elapsed() < WAIT, "no commit on the new leader");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    eprintln!(
+        "SHARD FAILOVER: leader {old_leader} of shard 0 killed; node {new_leader} elected after \
+         {elected:?}, first commit on it {:?} after the kill",
+        killed_at.elapsed()
+    );
+    // The old leader comes back from its disk as a follower and catches up.
+    cluster.start(&format!("shard-0-{old_leader}"), false);
+    runtime.block_on(catch_up(&addresses(&shard0), old_leader, &shard0));
+
+    // 2. kill -9 a follower of shard 1, let the group move on, restart it from its disk.
+    let (leader1, leader1_address) = runtime.block_on(group_leader(&addresses(&shard1), None));
+    let follower = shard1
+        .iter()
+        .map(|(id, _)| *id)
+        .find(|id| *id != leader1)
+        .unwrap();
+    cluster.kill9(&format!("shard-1-{follower}"));
+    let before = runtime
+        .block_on(raft_status(&leader1_address))
+        .unwrap()
+        .commit_index;
+    runtime.block_on(async {
+        while raft_status(&leader1_address).await.unwrap().commit_index < before.map(|i| i + 200) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    });
+    let restarted_at = std::time::Instant::now();
+    cluster.start(&format!("shard-1-{follower}"), false);
+    runtime.block_on(catch_up(&addresses(&shard1), follower, &shard1));
+    eprintln!(
+        "FOLLOWER RESTART: caught up {:?} after its restart",
+        restarted_at.elapsed()
+    );
+
+    // 3. Remove a follower of shard 1, wipe its disk, add it back: a snapshot restores it.
+    let wiped = shard1
+        .iter()
+        .map(|(id, _)| *id)
+        .find(|id| *id != leader1 && *id != 1)
+        .unwrap();
+    let wiped_address = shard1
+        .iter()
+        .find(|(id, _)| *id == wiped)
+        .unwrap()
+        .1
+        .clone();
+    runtime.block_on(async {
+        // The leader has compacted its log: an empty member can only be restored by a snapshot.
+        let deadline = std::time::Instant::now() + WAIT;
+        while raft_status(&leader1_address)
+            .await
+            .and_then(|s| s.purged_index)
+            .is_none()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the leader never compacted its log"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut admin = admin(&leader1_address).await;
+        admin
+            .remove_member(NodeRequest { node_id: wiped })
+            .await
+            .expect("remove member");
+    });
+    cluster.kill9(&format!("shard-1-{wiped}"));
+    let wiped_at = std::time::Instant::now();
+    cluster.start(&format!("shard-1-{wiped}"), true);
+    runtime.block_on(async {
+        let mut admin = admin(&leader1_address).await;
+        admin
+            .add_learner(AddLearnerRequest {
+                node_id: wiped,
+                addr: wiped_address.clone(),
+            })
+            .await
+            .expect("add learner");
+        admin
+            .promote_learner(NodeRequest { node_id: wiped })
+            .await
+            .expect("promote learner");
+    });
+    runtime.block_on(catch_up(&addresses(&shard1), wiped, &shard1));
+    let restored = runtime.block_on(raft_status(&wiped_address)).unwrap();
+    assert!(
+        restored.snapshot_index.is_some(),
+        "the wiped member was not restored by a snapshot: {restored:?}"
+    );
+    eprintln!(
+        "WIPED FOLLOWER: restored by a snapshot at index {:?} ({} bytes) {:?} after the wipe",
+        restored.snapshot_index,
+        restored.snapshot_size_bytes,
+        wiped_at.elapsed()
+    );
+
+    // 4. Shard 0 grows to 5 members (learners first), then its leader and one more leave.
+    let extra: Vec<(u64, String)> = (4..=5)
+        .map(|node| (node, cluster.start_extra_shard_member(0, node)))
+        .collect();
+    let (leader0, leader0_address) = runtime.block_on(group_leader(&addresses(&shard0), None));
+    let membership_at = std::time::Instant::now();
+    runtime.block_on(async {
+        let mut admin = admin(&leader0_address).await;
+        for (node, address) in &extra {
+            admin
+                .add_learner(AddLearnerRequest {
+                    node_id: *node,
+                    addr: address.clone(),
+                })
+                .await
+                .expect("add learner");
+        }
+        for (node, _) in &extra {
+            admin
+                .promote_learner(NodeRequest { node_id: *node })
+                .await
+                .expect("promote learner");
+        }
+        let status = raft_status(&leader0_address).await.unwrap();
+        assert_eq!(status.voters, vec![1, 2, 3, 4, 5], "{status:?}");
+        // Leadership moves away from the leader by removing it; then one more member leaves.
+        admin
+            .remove_member(NodeRequest { node_id: leader0 })
+            .await
+            .expect("remove leader");
+    });
+    let all0: Vec<String> = addresses(&shard0)
+        .into_iter()
+        .chain(extra.iter().map(|(_, a)| a.clone()))
+        .collect();
+    let (successor, successor_address) = runtime.block_on(group_leader(&all0, Some(leader0)));
+    let leaving = extra[0].0;
+    runtime.block_on(async {
+        let mut admin = admin(&successor_address).await;
+        admin
+            .remove_member(NodeRequest { node_id: leaving })
+            .await
+            .expect("remove member");
+        let status = raft_status(&successor_address).await.unwrap();
+        assert_eq!(status.voters.len(), 3, "{status:?}");
+        assert!(!status.voters.contains(&leader0) && !status.voters.contains(&leaving));
+    });
+    eprintln!(
+        "MEMBERSHIP: shard 0 went 3 -> 5 -> 3 in {:?}; leadership moved {leader0} -> {successor}",
+        membership_at.elapsed()
+    );
+    // Removed members are shut down, as an operator shrinking the group would.
+    cluster.kill9(&format!("shard-0-{leader0}"));
+    cluster.kill9(&format!("shard-0-{leaving}"));
+
+    // 5. kill -9 an agent mid-run: its tickets leave every shard within its lease.
+    cluster.kill9("agent-1");
+    let agent_killed_at = std::time::Instant::now();
+    runtime.block_on(async {
+        let groups = [all0.clone(), addresses(&shard1)];
+        loop {
+            let mut left = 0;
+            for group in &groups {
+                let (_, leader) = group_leader(group, None).await;
+                let mut client = pb::shard_client::ShardClient::new(channel(&leader).await);
+                if let Ok(reply) = client
+                    .get_tickets(pb::GetTicketsRequest {
+                        agent: Some(1),
+                        ticket: None,
+                    })
+                    .await
+                {
+                    left += reply.into_inner().tickets.len();
+                } else {
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                break;
+            }
+            assert!(
+                agent_killed_at.elapsed() < WAIT * 3,
+                "{left} tickets of agent 1 left"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    eprintln!(
+        "AGENT KILL: its tickets left every shard {:?} after the kill (lease 3 s)",
+        agent_killed_at.elapsed()
+    );
+
+    // The load stops; every wallet is exact, and no lock is left on any leader.
+    let stopped = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(stopped.success());
+    let output = bench.wait_with_output().expect("bench");
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).expect("report");
+    eprintln!("shard failures mid-run: {report}");
+    assert_eq!(report["total_ok"], true, "{report}\n{}", cluster.logs());
+    assert_eq!(report["wallets_ok"], true, "{report}\n{}", cluster.logs());
+    assert!(report["committed"].as_u64().unwrap() > 0, "{report}");
+    runtime.block_on(async {
+        for group in [all0.clone(), addresses(&shard1)] {
+            let (_, leader) = group_leader(&group, None).await;
+            let mut client = pb::shard_client::ShardClient::new(channel(&leader).await);
+            let status = client
+                .status(pb::StatusRequest {})
+                .await
+                .expect("status")
+                .into_inner();
+            assert_eq!(
+                (status.locked_keys, status.waiting_requests),
+                (0, 0),
+                "{status:?}"
+            );
+        }
+    });
+}
+
+/// How long a test waits for one step of recovery before it fails.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn admin(address: &str) -> parsec_raft::pb::raft_admin_client::RaftAdminClient<Channel> {
+    parsec_raft::pb::raft_admin_client::RaftAdminClient::new(channel(address).await)
+}
+
+/// The Raft status of the member at `address`, if it answers.
+async fn raft_status(address: &str) -> Option<parsec_raft::pb::StatusReply> {
+    let channel = Channel::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(std::time::Duration::from_millis(500))
+        .connect()
+        .await
+        .ok()?;
+    let mut client = parsec_raft::pb::raft_admin_client::RaftAdminClient::new(channel);
+    Some(
+        client
+            .status(parsec_raft::pb::StatusRequest {})
+            .await
+            .ok()?
+            .into_inner(),
+    )
+}
+
+/// Waits until a member other than `not` leads the group; returns its id and address.
+async fn group_leader(replicas: &[String], not: Option<u64>) -> (u64, String) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        for address in replicas {
+            if let Some(status) = raft_status(address).await
+                && status.role == "leader"
+                && Some(status.node_id) != not
+            {
+                return (status.node_id, address.clone());
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no leader elected in {replicas:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until member `node` has applied everything its leader had committed when we asked.
+async fn catch_up(replicas: &[String], node: u64, group: &[(u64, String)]) {
+    let (_, leader) = group_leader(replicas, None).await;
+    let target = raft_status(&leader).await.and_then(|s| s.commit_index);
+    let address = &group.iter().find(|(id, _)| *id == node).expect("member").1;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = raft_status(address).await
+            && status.applied_index >= target
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node {node} did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Commands the shard replica at `address` has applied.
+async fn shard_applied(address: &str) -> u64 {
+    let mut client = pb::shard_client::ShardClient::new(channel(address).await);
+    client
+        .status(pb::StatusRequest {})
+        .await
+        .map(|s| s.into_inner().applied_commands)
+        .unwrap_or(0)
 }
 
 /// Polls the ticket machine replicas until one other than `not` says it leads; returns its id.
@@ -501,6 +940,7 @@ async fn hostile_input(cluster: &LocalCluster) {
         .commit(pb::TicketRequest {
             ticket: 42,
             attempt: 0,
+            fence: false,
         })
         .await
         .expect("commit answered")

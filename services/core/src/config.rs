@@ -96,6 +96,12 @@ pub struct Settings {
     pub lua_instruction_budget: u64,
     /// Lua: bytes one call may allocate beyond the VM's baseline.
     pub lua_memory_limit_bytes: usize,
+    /// Raft: a replica snapshots its state after this many log entries, which bounds its restart
+    /// time and its log on disk.
+    pub raft_snapshot_every: u64,
+    /// Raft: entries kept behind a snapshot, so that a briefly lagging follower catches up from
+    /// the log instead of a snapshot install.
+    pub raft_logs_kept: u64,
 }
 
 impl Default for Settings {
@@ -111,6 +117,8 @@ impl Default for Settings {
             agent_lease_ms: 3_000,
             lua_instruction_budget: 1_000_000,
             lua_memory_limit_bytes: 16 << 20,
+            raft_snapshot_every: 10_000,
+            raft_logs_kept: 5_000,
         }
     }
 }
@@ -192,6 +200,9 @@ impl ClusterConfig {
         }
         if s.lua_instruction_budget == 0 || s.lua_memory_limit_bytes == 0 {
             return invalid("Lua budgets must be positive".into());
+        }
+        if s.raft_snapshot_every == 0 {
+            return invalid("raftSnapshotEvery must be positive".into());
         }
         Ok(())
     }

@@ -6,7 +6,9 @@ use std::fmt;
 /// A transaction's ticket. Tickets are unique cluster-wide and roughly ordered by the time they
 /// were handed out: a smaller ticket is an older transaction, and an older transaction wins every
 /// conflict (wound-wait). A retried transaction keeps its ticket, so it ages and eventually wins.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Ticket(pub u64);
 

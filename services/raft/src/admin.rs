@@ -11,7 +11,6 @@ use std::collections::BTreeSet;
 
 use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::StateMachine;
@@ -41,6 +40,7 @@ pub(crate) fn status_reply(
     m: &RaftMetrics,
     commit_index: Option<u64>,
     snapshot_size: u64,
+    log_syncs: u64,
 ) -> pb::StatusReply {
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -71,6 +71,7 @@ pub(crate) fn status_reply(
         snapshot_index: m.snapshot.map(|l| l.index),
         snapshot_size_bytes: snapshot_size,
         purged_index: m.purged.map(|l| l.index),
+        log_syncs,
     }
 }
 
@@ -80,25 +81,10 @@ pub(crate) fn write_status(
 ) -> Status {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            let addr = f
-                .leader_node
-                .as_ref()
-                .map(|n| n.addr.clone())
-                .unwrap_or_default();
-            let msg = match f.leader_id {
-                Some(id) => format!("not the leader; leader is node {id} at {addr}"),
-                None => "not the leader; leader unknown".to_string(),
-            };
-            let mut status = Status::failed_precondition(msg);
-            if let Some(id) = f.leader_id {
-                status
-                    .metadata_mut()
-                    .insert("x-raft-leader-id", MetadataValue::from(id));
-            }
-            if let Ok(v) = addr.parse() {
-                status.metadata_mut().insert("x-raft-leader-addr", v);
-            }
-            status
+            crate::redirect::not_leader(f.leader_id.map(|id| {
+                let address = f.leader_node.map(|n| n.addr).unwrap_or_default();
+                (id, address)
+            }))
         }
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             Status::failed_precondition(e.to_string())
@@ -157,6 +143,7 @@ impl<S: crate::ReplicatedState> pb::raft_admin_server::RaftAdmin for AdminServic
             &m,
             self.committed.get().map(|l| l.index),
             self.sm.snapshot_size(),
+            self.committed.syncs(),
         )))
     }
 

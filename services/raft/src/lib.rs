@@ -5,12 +5,15 @@
 //! - [`state_machine`]: the application plus snapshots on disk (`snapshot.bin`);
 //! - [`network`]: node-to-node gRPC transport (`parsec.raft.v1.RaftTransport`);
 //! - [`admin`]: operator gRPC API (`parsec.raft.v1.RaftAdmin`);
-//! - [`node`]: [`RaftNode`], which ties them together.
+//! - [`node`]: [`RaftNode`], which ties them together;
+//! - [`redirect`]: "not the leader" refusals and the clients that follow them.
 
 pub mod admin;
+mod batcher;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod redirect;
 pub mod state_machine;
 pub mod types;
 
@@ -21,6 +24,7 @@ pub mod pb {
 }
 
 pub use log_store::LogStore;
-pub use node::{InitError, RaftConfig, RaftNode, ServeError, StartError, WriteError};
+pub use node::{CatchUpError, InitError, RaftConfig, RaftNode, ServeError, StartError, WriteError};
+pub use redirect::LeaderFollower;
 pub use state_machine::{ReplicatedState, StateMachine};
 pub use types::{Command, CommandResult, Node, NodeId, TypeConfig};

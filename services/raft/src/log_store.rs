@@ -10,6 +10,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
@@ -77,12 +78,17 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, Lo
 
 /// Read-only view of the last committed log id, detached from the database.
 #[derive(Clone)]
-pub struct CommittedHandle(Arc<Mutex<Option<LogId>>>);
+pub struct CommittedHandle(Arc<Mutex<Option<LogId>>>, Arc<AtomicU64>);
 
 impl CommittedHandle {
     /// Last committed log id known to this node.
     pub fn get(&self) -> Option<LogId> {
         *self.0.lock()
+    }
+
+    /// fsyncs of the log since this node started (appends, purges, votes).
+    pub fn syncs(&self) -> u64 {
+        self.1.load(Ordering::Relaxed)
     }
 }
 
@@ -92,6 +98,8 @@ pub struct LogStore {
     db: Arc<Database>,
     /// Last committed log id seen by `save_committed` (also persisted), for status reports.
     committed: Arc<Mutex<Option<LogId>>>,
+    /// fsynced write transactions, for status reports.
+    syncs: Arc<AtomicU64>,
 }
 
 impl LogStore {
@@ -107,6 +115,7 @@ impl LogStore {
         let store = LogStore {
             db: Arc::new(db),
             committed: Arc::new(Mutex::new(None)),
+            syncs: Arc::default(),
         };
         let committed = store.read_meta_blocking::<LogId>(KEY_COMMITTED, "committed log id")?;
         *store.committed.lock() = committed;
@@ -120,7 +129,7 @@ impl LogStore {
 
     /// A handle to [`Self::committed`] that does not keep the database open.
     pub fn committed_handle(&self) -> CommittedHandle {
-        CommittedHandle(self.committed.clone())
+        CommittedHandle(self.committed.clone(), self.syncs.clone())
     }
 
     /// Whether some clone of this store is still alive (the database file is still open).
@@ -167,6 +176,7 @@ impl LogStore {
         durability: Durability,
     ) -> Result<(), LogStoreError> {
         let bytes = encode(what, value)?;
+        let synced = matches!(durability, Durability::Immediate);
         self.blocking(move |db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(durability)?;
@@ -177,7 +187,11 @@ impl LogStore {
             txn.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        if synced {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn entries(
@@ -224,7 +238,9 @@ impl LogStore {
             txn.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -342,6 +358,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         match result {
             Ok(()) => {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
@@ -13,13 +13,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::admin::{AdminService, status_reply};
+use crate::batcher::Batcher;
 use crate::log_store::{CommittedHandle, LogStore, LogStoreError};
 use crate::network::{MAX_MESSAGE_BYTES, NetworkFactory, TransportService};
 use crate::pb;
 use crate::pb::raft_admin_server::RaftAdminServer;
 use crate::pb::raft_transport_server::RaftTransportServer;
 use crate::state_machine::{Applied, ReplicatedState, StateMachine, StateMachineError};
-use crate::types::{Command, Node, NodeId, Raft, RaftMetrics};
+use crate::types::{Node, NodeId, Raft, RaftMetrics};
 
 /// Settings of a group member.
 #[derive(Debug, Clone)]
@@ -84,7 +85,7 @@ pub enum InitError {
 }
 
 /// Failure of [`RaftNode::write`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
     /// This node is not the leader; `leader` is `(id, "host:port")` of the leader if known.
     #[error("not the leader (leader: {leader:?})")]
@@ -95,6 +96,15 @@ pub enum WriteError {
     /// The Raft node stopped (shutdown or storage failure).
     #[error("raft stopped: {0}")]
     Fatal(String),
+}
+
+/// Failure of [`RaftNode::catch_up`].
+#[derive(Debug, thiserror::Error)]
+pub enum CatchUpError {
+    #[error("not the leader")]
+    NotLeader,
+    #[error("log not applied within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Failure to start serving gRPC.
@@ -121,6 +131,7 @@ pub struct RaftNode<S> {
     sm: StateMachine<S>,
     state: Arc<RwLock<Applied<S>>>,
     write_timeout: Duration,
+    batcher: Batcher,
     server: Mutex<Option<ServerHandle>>,
 }
 
@@ -158,7 +169,21 @@ impl<S: ReplicatedState> RaftNode<S> {
         )
         .await?;
         tracing::info!(node_id, dir = %dir.display(), "raft node started");
+        let members = raft.clone();
+        let batcher = Batcher::start(raft.clone(), move |id| {
+            let id = id?;
+            let metrics = members.metrics();
+            let address = metrics
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            Some((id, address))
+        });
         Ok(RaftNode {
+            batcher,
             id: node_id,
             raft,
             committed,
@@ -186,25 +211,9 @@ impl<S: ReplicatedState> RaftNode<S> {
     /// Replicates `command`, applies it, and returns the application's result. Only the leader
     /// accepts writes; others answer [`WriteError::NotLeader`].
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>, WriteError> {
-        let fut = self.raft.client_write(Command(command));
-        match tokio::time::timeout(self.write_timeout, fut).await {
+        match tokio::time::timeout(self.write_timeout, self.batcher.write(command)).await {
             Err(_) => Err(WriteError::Timeout(self.write_timeout)),
-            Ok(Ok(resp)) => Ok(resp.data.0),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                let leader = f.leader_id.map(|id| {
-                    let addr = f
-                        .leader_node
-                        .map(|n| n.addr)
-                        .or_else(|| self.node_addr(id))
-                        .unwrap_or_default();
-                    (id, addr)
-                });
-                Err(WriteError::NotLeader { leader })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(WriteError::Fatal(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(e))) => Err(WriteError::Fatal(e.to_string())),
+            Ok(result) => result,
         }
     }
 
@@ -212,6 +221,24 @@ impl<S: ReplicatedState> RaftNode<S> {
     /// lag the leader). Do not block inside `f`: writers wait for it.
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.state.read().app)
+    }
+
+    /// Confirms leadership with a quorum, then waits until every entry in this node's log (as of
+    /// now) is applied here: afterwards the applied state reflects every write this leader took.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), CatchUpError> {
+        let confirm = tokio::time::timeout(timeout, self.raft.ensure_linearizable()).await;
+        match confirm {
+            Err(_) => return Err(CatchUpError::Timeout(timeout)),
+            Ok(Err(_)) => return Err(CatchUpError::NotLeader),
+            Ok(Ok(_)) => {}
+        }
+        let last = self.raft.metrics().borrow().last_log_index;
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(last, "catch up with the own log")
+            .await
+            .map(|_| ())
+            .map_err(|_| CatchUpError::Timeout(timeout))
     }
 
     /// Index of the last log entry applied to the application on this node.
@@ -236,6 +263,17 @@ impl<S> RaftNode<S> {
         self.raft.metrics().borrow().clone()
     }
 
+    /// Voters in the current membership.
+    pub fn voter_count(&self) -> usize {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .count()
+    }
+
     /// Whether this node currently believes it is the leader.
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
@@ -255,6 +293,7 @@ impl<S> RaftNode<S> {
             &self.metrics(),
             self.committed.get().map(|l| l.index),
             self.sm.snapshot_size(),
+            self.committed.syncs(),
         )
     }
 

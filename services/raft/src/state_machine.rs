@@ -237,8 +237,9 @@ impl<S: ReplicatedState> RaftStateMachine<TypeConfig> for StateMachine<S> {
             guard.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(CommandResult::default()),
-                EntryPayload::Normal(command) => {
-                    results.push(CommandResult(guard.app.apply(&command.0)));
+                EntryPayload::Normal(batch) => {
+                    let applied = batch.0.iter().map(|c| guard.app.apply(c)).collect();
+                    results.push(CommandResult(applied));
                 }
                 EntryPayload::Membership(membership) => {
                     guard.last_membership = StoredMembership::new(Some(entry.log_id), membership);

@@ -4,13 +4,15 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-/// A command for the replicated application: opaque bytes encoded by the application.
+/// A log entry's payload: a batch of commands for the replicated application, each opaque bytes
+/// encoded by the application. Concurrent writes share one entry (and one fsync), applied in
+/// batch order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Command(pub Vec<u8>);
+pub struct Command(pub Vec<Vec<u8>>);
 
-/// The result of applying a [`Command`]: opaque bytes encoded by the application.
+/// The results of applying a [`Command`]'s batch, in batch order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandResult(pub Vec<u8>);
+pub struct CommandResult(pub Vec<Vec<u8>>);
 
 openraft::declare_raft_types!(
     /// Type configuration of every Parsec Raft group: `u64` node ids, nodes addressed by the

@@ -36,7 +36,9 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(parsec_raft::Command(format!("set k{index} v").into_bytes())),
+        payload: EntryPayload::Normal(parsec_raft::Command(vec![
+            format!("set k{index} v").into_bytes(),
+        ])),
     }
 }
 

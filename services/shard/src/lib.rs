@@ -1,5 +1,6 @@
 pub mod engine;
 pub mod lock_table;
+pub mod log;
 pub mod recovery;
 pub mod service;
 pub mod state_machine;

@@ -8,9 +8,15 @@
 //!   decision, and the decision is final;
 //! - every participant is prepared (same attempt) → commit: that is the commit point, and the
 //!   agent may already have told its client "committed";
-//! - otherwise → fence the participants that are not prepared (roll them back, so that a late
-//!   prepare from the agent finds no record and fails) and abort. No participant can have
-//!   committed: commit needs every participant prepared, and one is not.
+//! - a participant is still replicating its prepare → wait and ask again;
+//! - otherwise → fence the participants that are not prepared (a replicated abort that also
+//!   refuses any later prepare of that attempt, so a late prepare from the agent fails) and
+//!   abort. No participant can have committed: commit needs every participant prepared, and one
+//!   is not, and now never will be.
+//!
+//! Fences and aborts go through each shard's Raft log, so they hold across failovers, and a
+//! shard that answers "no record" but no longer leads cannot fence (its write fails): recovery
+//! then retries on the next sweep.
 //!
 //! The decision is a pure function of the participants' states ([`decide`]), so several shards
 //! resolving the same ticket at once, or the agent itself coming back, reach the same outcome.
@@ -46,13 +52,20 @@ pub enum Resolution {
     },
     /// Committed here and no participant is still prepared: forget it.
     Finish,
-    /// Committed here, others still prepared: they will commit by themselves; ask again later.
+    /// Committed here and others still prepared (they will commit by themselves), or a
+    /// participant's prepare is still being replicated: ask again later.
     Wait,
 }
 
 /// Decides an orphan's fate from the other participants' states (`None`: no record there).
 pub fn decide(orphan: &Orphan, others: &[(ShardId, Option<(TicketState, u32)>)]) -> Resolution {
     let same_attempt = |state: &Option<(TicketState, u32)>, wanted: TicketState| matches!(state, Some((s, a)) if *s == wanted && *a == orphan.attempt);
+    if others
+        .iter()
+        .any(|(_, state)| same_attempt(state, TicketState::Preparing))
+    {
+        return Resolution::Wait;
+    }
     if orphan.committed {
         return if others
             .iter()
@@ -106,7 +119,7 @@ pub async fn resolve(engine: &ShardEngine, peers: &dyn Peers, orphan: &Orphan) -
                     return false;
                 }
             }
-            engine.rollback(orphan.ticket, orphan.attempt).await
+            engine.rollback(orphan.ticket, orphan.attempt, true).await
         }
     };
     match outcome {
@@ -130,6 +143,11 @@ pub fn spawn_recovery(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            if !engine.is_leading() {
+                // The next leader sweeps from what the log holds.
+                pending.clear();
+                continue;
+            }
             for orphan in engine.sweep_expired() {
                 pending.insert(orphan.ticket, orphan);
             }
@@ -202,6 +220,15 @@ mod tests {
                 fence: vec![ShardId(1), ShardId(2)]
             }
         );
+    }
+
+    #[test]
+    fn a_prepare_being_replicated_is_waited_for() {
+        let decision = decide(
+            &orphan(false),
+            &others([Some((Preparing, 2)), Some((Begun, 2))]),
+        );
+        assert_eq!(decision, Resolution::Wait);
     }
 
     #[test]

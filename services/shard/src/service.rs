@@ -1,6 +1,7 @@
 //! The shard's gRPC service: converts protobuf messages to engine calls and back. Outcomes of
 //! the protocol (wounded, stale attempt, …) travel in the reply with their details; gRPC status
-//! codes are left for transport-level failures and malformed requests.
+//! codes are left for malformed requests and for "not here, not now" (not the leader: the
+//! status names the leader; not ready: try again), which clients handle below the protocol.
 
 use crate::engine::{LockBatch, PrepareBatch, ShardEngine, ShardError, TicketState, Vote};
 use crate::lock_table::LockError;
@@ -52,6 +53,16 @@ fn lock_mode(raw: i32) -> Result<LockMode, Status> {
     }
 }
 
+/// An engine error as the reply carries it, or as a status when the request was not executed
+/// because this replica does not serve (clients follow the leader on those).
+fn reply_error(error: ShardError) -> Result<pb::ShardError, Status> {
+    match error {
+        ShardError::NotLeader { leader } => Err(parsec_raft::redirect::not_leader(leader)),
+        ShardError::NotReady(message) => Err(Status::unavailable(message)),
+        other => Ok(error_to_proto(&other)),
+    }
+}
+
 /// The protobuf form of an engine error.
 pub fn error_to_proto(error: &ShardError) -> pb::ShardError {
     use pb::ErrorCode as C;
@@ -80,19 +91,33 @@ pub fn error_to_proto(error: &ShardError) -> pb::ShardError {
             ApplyError::NotPrepared(_) => C::NotPrepared,
             ApplyError::AlreadyCommitted(_) => C::AlreadyCommitted,
             ApplyError::AttemptMismatch { .. } => C::StaleAttempt,
+            ApplyError::Fenced { .. } => C::Fenced,
+            ApplyError::TooOld(_) => C::TooOld,
+            ApplyError::Malformed(_) => C::InvalidArgument,
         },
         ShardError::LockTimeout { .. } => C::LockTimeout,
         ShardError::RequestInFlight(_) => C::LocksPending,
         ShardError::InvalidArgument(_) => C::InvalidArgument,
+        ShardError::OutcomeUnknown(_) => C::OutcomeUnknown,
+        // Sent as statuses by `reply_error`; here only for completeness.
+        ShardError::NotLeader { .. } | ShardError::NotReady(_) => C::Unspecified,
     };
     out.code = code as i32;
     out
 }
 
-fn outcome(result: Result<(), ShardError>) -> Response<pb::OutcomeReply> {
-    Response::new(pb::OutcomeReply {
-        error: result.err().map(|e| error_to_proto(&e)),
-    })
+fn outcome(result: Result<(), ShardError>) -> Result<Response<pb::OutcomeReply>, Status> {
+    Ok(Response::new(pb::OutcomeReply {
+        error: result.err().map(reply_error).transpose()?,
+    }))
+}
+
+/// Statuses for the requests that have no protocol outcome to report.
+fn status_of(error: ShardError) -> Status {
+    match reply_error(error) {
+        Err(status) => status,
+        Ok(error) => Status::invalid_argument(error.message),
+    }
 }
 
 #[tonic::async_trait]
@@ -132,7 +157,7 @@ impl pb::shard_server::Shard for ShardService {
             },
             Err(error) => pb::LockReply {
                 values: Vec::new(),
-                error: Some(error_to_proto(&error)),
+                error: Some(reply_error(error)?),
             },
         };
         Ok(Response::new(reply))
@@ -170,7 +195,7 @@ impl pb::shard_server::Shard for ShardService {
             },
             Err(error) => pb::PrepareReply {
                 vote: pb::Vote::Unspecified as i32,
-                error: Some(error_to_proto(&error)),
+                error: Some(reply_error(error)?),
             },
         };
         Ok(Response::new(reply))
@@ -182,7 +207,7 @@ impl pb::shard_server::Shard for ShardService {
     ) -> Result<Response<pb::OutcomeReply>, Status> {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket(request.into_inner().ticket);
-        Ok(outcome(self.engine.commit(ticket).await))
+        outcome(self.engine.commit(ticket).await)
     }
 
     async fn rollback(
@@ -191,11 +216,11 @@ impl pb::shard_server::Shard for ShardService {
     ) -> Result<Response<pb::OutcomeReply>, Status> {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         let request = request.into_inner();
-        Ok(outcome(
+        outcome(
             self.engine
-                .rollback(Ticket(request.ticket), request.attempt)
+                .rollback(Ticket(request.ticket), request.attempt, request.fence)
                 .await,
-        ))
+        )
     }
 
     async fn finish(
@@ -204,7 +229,7 @@ impl pb::shard_server::Shard for ShardService {
     ) -> Result<Response<pb::OutcomeReply>, Status> {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket(request.into_inner().ticket);
-        Ok(outcome(self.engine.finish(ticket).await))
+        outcome(self.engine.finish(ticket).await)
     }
 
     async fn get_tickets(
@@ -219,10 +244,11 @@ impl pb::shard_server::Shard for ShardService {
             Some(ticket) => self
                 .engine
                 .ticket(ticket)
+                .map_err(status_of)?
                 .filter(|info| agent.is_none_or(|a| info.agent == a))
                 .into_iter()
                 .collect(),
-            None => self.engine.tickets(agent),
+            None => self.engine.tickets(agent).map_err(status_of)?,
         };
         let tickets = infos
             .into_iter()
@@ -233,6 +259,7 @@ impl pb::shard_server::Shard for ShardService {
                 state: match info.state {
                     TicketState::Begun => pb::TicketState::Begun,
                     TicketState::Wounded => pb::TicketState::Wounded,
+                    TicketState::Preparing => pb::TicketState::Preparing,
                     TicketState::Prepared => pb::TicketState::Prepared,
                     TicketState::Committed => pb::TicketState::Committed,
                 } as i32,
@@ -248,10 +275,7 @@ impl pb::shard_server::Shard for ShardService {
     ) -> Result<Response<pb::ReadReply>, Status> {
         self.rpcs.fetch_add(1, Ordering::Relaxed);
         let keys = request.into_inner().keys;
-        let values = self
-            .engine
-            .read(&keys)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let values = self.engine.read(&keys).map_err(status_of)?;
         Ok(Response::new(pb::ReadReply { values }))
     }
 
@@ -266,11 +290,13 @@ impl pb::shard_server::Shard for ShardService {
                 "lease must be 1..={MAX_LEASE_MS} ms"
             )));
         }
-        self.engine.heartbeat(
-            AgentId(request.agent),
-            request.incarnation,
-            Duration::from_millis(request.lease_ms),
-        );
+        self.engine
+            .heartbeat(
+                AgentId(request.agent),
+                request.incarnation,
+                Duration::from_millis(request.lease_ms),
+            )
+            .map_err(status_of)?;
         Ok(Response::new(pb::HeartbeatReply {}))
     }
 

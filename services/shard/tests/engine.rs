@@ -133,7 +133,7 @@ async fn one_phase_commit_applies_and_releases() {
     let status = shard.status();
     assert_eq!((status.locked_keys, status.tickets), (0, 0));
     // Rolling back what committed in one phase changes nothing.
-    shard.rollback(Ticket(1), 0).await.unwrap();
+    shard.rollback(Ticket(1), 0, false).await.unwrap();
     assert_eq!(
         shard.read(&[Bytes::from_static(b"k")]).unwrap(),
         vec![Bytes::from_static(b"v")]
@@ -202,19 +202,25 @@ async fn a_dead_agents_unprepared_tickets_are_rolled_back_when_its_lease_lapses(
 #[tokio::test(start_paused = true)]
 async fn heartbeats_keep_a_lease_alive_and_a_restart_ends_it() {
     let shard = ShardEngine::with_lease(ShardId(0), Duration::from_secs(3));
-    shard.heartbeat(AgentId(1), 11, Duration::from_secs(3));
+    shard
+        .heartbeat(AgentId(1), 11, Duration::from_secs(3))
+        .unwrap();
     shard
         .lock(batch(1, "k", LockMode::Write, 1_000))
         .await
         .unwrap();
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(2)).await;
-        shard.heartbeat(AgentId(1), 11, Duration::from_secs(3));
+        shard
+            .heartbeat(AgentId(1), 11, Duration::from_secs(3))
+            .unwrap();
         shard.sweep_expired();
     }
     assert_eq!(shard.status().tickets, 1, "renewed leases keep tickets");
     // The agent comes back as a new process: its old tickets go at once.
-    shard.heartbeat(AgentId(1), 12, Duration::from_secs(3));
+    shard
+        .heartbeat(AgentId(1), 12, Duration::from_secs(3))
+        .unwrap();
     assert_eq!(shard.status().tickets, 0);
 }
 

@@ -6,16 +6,12 @@ use crate::machine::{TicketMachine, TicketRange, allocate_command, now_nanos, ra
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use parsec_proto as pb;
-use parsec_raft::{RaftNode, WriteError};
+use parsec_raft::redirect::write_error_status;
+use parsec_raft::{LeaderFollower, RaftNode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-
-/// Metadata key naming the leader's address when a replica refuses a write.
-pub const LEADER_ADDRESS: &str = "x-raft-leader-addr";
 
 #[derive(Clone)]
 enum Backend {
@@ -59,7 +55,7 @@ impl TicketMachineService {
                 let result = node
                     .write(allocate_command(count, now_nanos()))
                     .await
-                    .map_err(write_status)?;
+                    .map_err(write_error_status)?;
                 range_of(&result).ok_or_else(|| {
                     Status::internal("the ticket machine applied a malformed command")
                 })
@@ -69,28 +65,6 @@ impl TicketMachineService {
 
     pub fn into_server(self) -> pb::ticket_machine_server::TicketMachineServer<Self> {
         pb::ticket_machine_server::TicketMachineServer::new(self)
-    }
-}
-
-/// A refused write as a status a client can act on: where the leader is, or try again.
-fn write_status(error: WriteError) -> Status {
-    match error {
-        WriteError::NotLeader { leader } => {
-            let mut status = Status::failed_precondition(match &leader {
-                Some((id, address)) => format!("not the leader; leader is node {id} at {address}"),
-                None => "not the leader; no leader elected yet".to_owned(),
-            });
-            if let Some(value) =
-                leader.and_then(|(_, address)| MetadataValue::try_from(address).ok())
-            {
-                status.metadata_mut().insert(LEADER_ADDRESS, value);
-            }
-            status
-        }
-        WriteError::Timeout(after) => {
-            Status::unavailable(format!("not committed within {after:?}"))
-        }
-        WriteError::Fatal(message) => Status::unavailable(message),
     }
 }
 
@@ -123,16 +97,12 @@ impl pb::ticket_machine_server::TicketMachine for TicketMachineService {
     }
 }
 
-/// A client of a (possibly replicated) ticket machine. It remembers which replica answered
-/// last, follows "not the leader" redirects, and tries the replicas in turn — with a deadline per
-/// call and one for the whole allocation, so a failover delays tickets but does not fail them.
+/// A client of a (possibly replicated) ticket machine: follows the leader across replicas, with
+/// a deadline per call and one for the whole allocation, so a failover delays tickets but does
+/// not fail them.
 #[derive(Clone)]
 pub struct GrpcTicketMachine {
-    replicas: Vec<(
-        String,
-        pb::ticket_machine_client::TicketMachineClient<Channel>,
-    )>,
-    current: Arc<AtomicUsize>,
+    replicas: Arc<LeaderFollower<pb::ticket_machine_client::TicketMachineClient<Channel>>>,
     timeout: Duration,
 }
 
@@ -146,75 +116,49 @@ impl GrpcTicketMachine {
         }
         let replicas = addresses
             .iter()
-            .map(|address| {
-                let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| TicketError::Unreachable(format!("bad address {address}: {e}")))?
-                    .connect_timeout(timeout)
-                    .tcp_nodelay(true);
-                Ok((
-                    address.clone(),
-                    pb::ticket_machine_client::TicketMachineClient::new(endpoint.connect_lazy()),
-                ))
-            })
+            .map(|address| Ok((address.clone(), ticket_client(address, timeout)?)))
             .collect::<Result<_, TicketError>>()?;
+        let follower = LeaderFollower::new(replicas).with_connect(Box::new(move |address| {
+            ticket_client(address, timeout).ok()
+        }));
         Ok(Self {
-            replicas,
-            current: Arc::default(),
+            replicas: Arc::new(follower),
             timeout,
         })
     }
+}
 
-    async fn try_replica(&self, index: usize, count: u64) -> Result<TicketRange, Status> {
-        let attempt = self.timeout.min(Duration::from_secs(1));
-        let mut request = Request::new(pb::AllocateRangeRequest { count });
-        request.set_timeout(attempt);
-        let mut client = self.replicas[index].1.clone();
-        let reply = tokio::time::timeout(attempt, client.allocate_range(request))
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("no answer within {attempt:?}")))??
-            .into_inner();
-        Ok(TicketRange {
-            start: reply.start,
-            count: reply.count,
-        })
-    }
+/// A lazily connected client of one ticket machine replica.
+fn ticket_client(
+    address: &str,
+    timeout: Duration,
+) -> Result<pb::ticket_machine_client::TicketMachineClient<Channel>, TicketError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| TicketError::Unreachable(format!("bad address {address}: {e}")))?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true);
+    Ok(pb::ticket_machine_client::TicketMachineClient::new(
+        endpoint.connect_lazy(),
+    ))
 }
 
 #[async_trait]
 impl RangeSource for GrpcTicketMachine {
     async fn allocate(&self, count: u64) -> Result<TicketRange, TicketError> {
-        let deadline = tokio::time::Instant::now() + self.timeout * 2;
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            let index = self.current.load(Ordering::Relaxed) % self.replicas.len();
-            let status = match self.try_replica(index, count).await {
-                Ok(range) => return Ok(range),
-                Err(status) => status,
-            };
-            let (address, _) = &self.replicas[index];
-            let redirect = status
-                .metadata()
-                .get(LEADER_ADDRESS)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|a| self.replicas.iter().position(|(r, _)| r == a))
-                .filter(|&leader| leader != index);
-            self.current
-                .store(redirect.unwrap_or(index + 1), Ordering::Relaxed);
-            // Checked on redirects too: replicas with stale leader hints must not bounce a
-            // caller between them forever.
-            if tokio::time::Instant::now() >= deadline {
-                return Err(TicketError::Unreachable(format!(
-                    "no ticket machine replica allocated within {:?}; last: {address}: {}",
-                    self.timeout * 2,
-                    status.message()
-                )));
-            }
-            if redirect.is_some() {
-                continue;
-            }
-            // Between rounds over the replicas (an election is under way, or all are down).
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
-        }
+        let attempt = self.timeout.min(Duration::from_secs(1));
+        let reply = self
+            .replicas
+            .call(attempt, self.timeout * 2, |mut client| async move {
+                let mut request = Request::new(pb::AllocateRangeRequest { count });
+                request.set_timeout(attempt);
+                client.allocate_range(request).await
+            })
+            .await
+            .map_err(|status| TicketError::Unreachable(status.message().to_owned()))?
+            .into_inner();
+        Ok(TicketRange {
+            start: reply.start,
+            count: reply.count,
+        })
     }
 }
