@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README, and what CI runs: formatting, lints, then every test of the
 # workspace (unit, property, in-process protocol and multi-process cluster tests).
-# Needs only the Rust toolchain and gcc (Lua 5.4 and libsecp256k1 are built from the crates;
-# protobuf is compiled in pure Rust, no protoc).
+# Needs the Rust toolchain, gcc and Python 3 with venv and PyPI access (Lua 5.4, libsecp256k1 and
+# revm's C precompiles are built from the crates; protobuf is compiled in pure Rust, no protoc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +18,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+# The operator's manifests, chart and rendered objects against the real Kubernetes schemas
+# (kubernetes-validate --strict) and Helm itself (helm-python-sdk), installed from PyPI.
+echo "== Kubernetes schemas and Helm"
+scripts/validate-k8s.sh
