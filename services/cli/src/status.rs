@@ -13,7 +13,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Default, Serialize)]
 pub struct Row {
     pub group: String,
-    pub node: u64,
+    /// The Raft node id (none for agents).
+    pub node: Option<u64>,
     pub address: String,
     /// leader / follower / candidate / learner (Raft), serving (unreplicated), unreachable.
     pub role: String,
@@ -54,7 +55,7 @@ where
         .map_err(|status| status.message().to_owned())
 }
 
-fn unreachable(group: &str, node: u64, address: &str, error: String) -> Row {
+fn unreachable(group: &str, node: Option<u64>, address: &str, error: String) -> Row {
     Row {
         group: group.to_owned(),
         node,
@@ -73,7 +74,7 @@ async fn raft_row(group: &str, node: u64, address: &str) -> Row {
     match status {
         Ok(s) => Row {
             group: group.to_owned(),
-            node,
+            node: Some(node),
             address: address.to_owned(),
             role: s.role,
             leader: s.leader_id,
@@ -85,7 +86,7 @@ async fn raft_row(group: &str, node: u64, address: &str) -> Row {
             log_syncs: Some(s.log_syncs),
             ..Row::default()
         },
-        Err(error) => unreachable(group, node, address, error),
+        Err(error) => unreachable(group, Some(node), address, error),
     }
 }
 
@@ -108,7 +109,7 @@ async fn shard_row(group: &str, node: u64, address: &str) -> Row {
             row.locked_keys = Some(s.locked_keys);
             row
         }
-        Err(error) => unreachable(group, node, address, error),
+        Err(error) => unreachable(group, Some(node), address, error),
     }
 }
 
@@ -127,7 +128,7 @@ async fn agent_row(id: u32, address: &str) -> Row {
             role: "serving".into(),
             ..Row::default()
         },
-        Err(error) => unreachable(&group, 0, address, error),
+        Err(error) => unreachable(&group, None, address, error),
     }
 }
 
@@ -208,11 +209,8 @@ pub fn table(rows: &[Row]) -> String {
     for row in rows {
         lines.push(vec![
             row.group.clone(),
-            if row.node == 0 {
-                "-".into()
-            } else {
-                row.node.to_string()
-            },
+            row.node
+                .map_or_else(|| "-".to_owned(), |node| node.to_string()),
             row.address.clone(),
             row.role.clone(),
             cell(row.leader),
@@ -242,7 +240,7 @@ pub fn table(rows: &[Row]) -> String {
         out.push_str(&format!(
             "{} {} ({}): {}\n",
             row.group,
-            row.node,
+            row.node.map_or_else(String::new, |node| node.to_string()),
             row.address,
             row.error.as_deref().unwrap_or_default()
         ));
