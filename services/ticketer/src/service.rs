@@ -118,9 +118,12 @@ impl GrpcTicketMachine {
             .iter()
             .map(|address| Ok((address.clone(), ticket_client(address, timeout)?)))
             .collect::<Result<_, TicketError>>()?;
-        let follower = LeaderFollower::new(replicas).with_connect(Box::new(move |address| {
-            ticket_client(address, timeout).ok()
-        }));
+        // Allocating a range twice only wastes it: every failure may be retried elsewhere.
+        let follower = LeaderFollower::new(replicas)
+            .with_connect(Box::new(move |address| {
+                ticket_client(address, timeout).ok()
+            }))
+            .idempotent();
         Ok(Self {
             replicas: Arc::new(follower),
             timeout,
