@@ -122,6 +122,30 @@ pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
     }
 }
 
+/// A Raft group member's process: `parsec <role> <group args> --node N --data-dir DATA/NAME`.
+fn raft_member(
+    role: &str,
+    name: String,
+    group_args: &[String],
+    replica: &Replica,
+    topology: &str,
+    data: &Path,
+) -> Process {
+    let mut args = vec![role.to_owned(), "--topology".into(), topology.to_owned()];
+    args.extend_from_slice(group_args);
+    args.extend([
+        "--node".into(),
+        replica.node_id.0.to_string(),
+        "--data-dir".into(),
+        data.join(&name).display().to_string(),
+    ]);
+    Process {
+        args,
+        name,
+        address: replica.address.clone(),
+    }
+}
+
 fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Process> {
     let topology = topology.display().to_string();
     let mut out: Vec<Process> = config
@@ -130,39 +154,21 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
         .iter()
         .map(|replica| {
             let name = format!("ticketer-{}", replica.node_id.0);
-            Process {
-                args: vec![
-                    "ticketer".into(),
-                    "--topology".into(),
-                    topology.clone(),
-                    "--node".into(),
-                    replica.node_id.0.to_string(),
-                    "--data-dir".into(),
-                    data.join(&name).display().to_string(),
-                ],
-                name,
-                address: replica.address.clone(),
-            }
+            raft_member("ticketer", name, &[], replica, &topology, data)
         })
         .collect();
     for group in &config.shards {
+        let shard_args = ["--shard".to_owned(), group.id.0.to_string()];
         for replica in &group.replicas {
             let name = format!("shard-{}-{}", group.id.0, replica.node_id.0);
-            out.push(Process {
-                args: vec![
-                    "shard".into(),
-                    "--topology".into(),
-                    topology.clone(),
-                    "--shard".into(),
-                    group.id.0.to_string(),
-                    "--node".into(),
-                    replica.node_id.0.to_string(),
-                    "--data-dir".into(),
-                    data.join(&name).display().to_string(),
-                ],
+            out.push(raft_member(
+                "shard",
                 name,
-                address: replica.address.clone(),
-            });
+                &shard_args,
+                replica,
+                &topology,
+                data,
+            ));
         }
     }
     for agent in &config.agents {

@@ -5,7 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use bytes::{Buf, BufMut, Bytes};
+use common::{WAIT, group_leader, raft_status};
 use parsec_core::ClusterConfig;
 use parsec_proto as pb;
 use std::path::{Path, PathBuf};
@@ -410,17 +413,7 @@ fn a_killed_agent_releases_its_locks_within_its_lease() {
     // After the run, no lock is left anywhere.
     runtime.block_on(async {
         for address in &shards {
-            let mut client = pb::shard_client::ShardClient::new(channel(address).await);
-            let status = client
-                .status(pb::StatusRequest {})
-                .await
-                .expect("status")
-                .into_inner();
-            assert_eq!(
-                (status.locked_keys, status.waiting_requests),
-                (0, 0),
-                "{status:?}"
-            );
+            assert_no_locks(address).await;
         }
     });
 }
@@ -438,7 +431,7 @@ fn the_ticket_machine_survives_the_death_of_its_leader() {
         .iter()
         .map(|r| r.address.clone())
         .collect();
-    let leader = runtime.block_on(wait_for_leader(&ticketers, None));
+    let (leader, _) = runtime.block_on(group_leader(&ticketers, None));
     let bench = cluster.start_background_bench();
     let shards = cluster.shard_addresses();
     runtime.block_on(wait_for_payments(&shards));
@@ -455,7 +448,7 @@ fn the_ticket_machine_survives_the_death_of_its_leader() {
             .success()
     );
     let killed_at = std::time::Instant::now();
-    let new_leader = runtime.block_on(wait_for_leader(&ticketers, Some(leader)));
+    let (new_leader, _) = runtime.block_on(group_leader(&ticketers, Some(leader)));
     eprintln!(
         "ticket machine: leader {leader} killed, node {new_leader} elected {:?} later",
         killed_at.elapsed()
@@ -735,64 +728,13 @@ fn shard_groups_survive_crashes_restarts_wipes_and_membership_changes() {
     runtime.block_on(async {
         for group in [all0.clone(), addresses(&shard1)] {
             let (_, leader) = group_leader(&group, None).await;
-            let mut client = pb::shard_client::ShardClient::new(channel(&leader).await);
-            let status = client
-                .status(pb::StatusRequest {})
-                .await
-                .expect("status")
-                .into_inner();
-            assert_eq!(
-                (status.locked_keys, status.waiting_requests),
-                (0, 0),
-                "{status:?}"
-            );
+            assert_no_locks(&leader).await;
         }
     });
 }
 
-/// How long a test waits for one step of recovery before it fails.
-const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 async fn admin(address: &str) -> parsec_raft::pb::raft_admin_client::RaftAdminClient<Channel> {
     parsec_raft::pb::raft_admin_client::RaftAdminClient::new(channel(address).await)
-}
-
-/// The Raft status of the member at `address`, if it answers.
-async fn raft_status(address: &str) -> Option<parsec_raft::pb::StatusReply> {
-    let channel = Channel::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect_timeout(std::time::Duration::from_millis(500))
-        .connect()
-        .await
-        .ok()?;
-    let mut client = parsec_raft::pb::raft_admin_client::RaftAdminClient::new(channel);
-    Some(
-        client
-            .status(parsec_raft::pb::StatusRequest {})
-            .await
-            .ok()?
-            .into_inner(),
-    )
-}
-
-/// Waits until a member other than `not` leads the group; returns its id and address.
-async fn group_leader(replicas: &[String], not: Option<u64>) -> (u64, String) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        for address in replicas {
-            if let Some(status) = raft_status(address).await
-                && status.role == "leader"
-                && Some(status.node_id) != not
-            {
-                return (status.node_id, address.clone());
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no leader elected in {replicas:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
 
 /// Waits until member `node` has applied everything its leader had committed when we asked.
@@ -815,6 +757,21 @@ async fn catch_up(replicas: &[String], node: u64, group: &[(u64, String)]) {
     }
 }
 
+/// The shard replica at `address` holds no lock and has no request waiting.
+async fn assert_no_locks(address: &str) {
+    let mut client = pb::shard_client::ShardClient::new(channel(address).await);
+    let status = client
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(
+        (status.locked_keys, status.waiting_requests),
+        (0, 0),
+        "{status:?}"
+    );
+}
+
 /// Commands the shard replica at `address` has applied.
 async fn shard_applied(address: &str) -> u64 {
     let mut client = pb::shard_client::ShardClient::new(channel(address).await);
@@ -823,31 +780,6 @@ async fn shard_applied(address: &str) -> u64 {
         .await
         .map(|s| s.into_inner().applied_commands)
         .unwrap_or(0)
-}
-
-/// Polls the ticket machine replicas until one other than `not` says it leads; returns its id.
-async fn wait_for_leader(replicas: &[String], not: Option<u64>) -> u64 {
-    use parsec_raft::pb::{StatusRequest, raft_admin_client::RaftAdminClient};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        for address in replicas {
-            let Ok(channel) = Channel::from_shared(format!("http://{address}"))
-                .expect("address")
-                .connect()
-                .await
-            else {
-                continue;
-            };
-            if let Ok(status) = RaftAdminClient::new(channel).status(StatusRequest {}).await {
-                let status = status.into_inner();
-                if status.role == "leader" && Some(status.node_id) != not {
-                    return status.node_id;
-                }
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no leader elected");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
 
 /// Returns once the shards have applied 2,000 commands: payments are flowing.
@@ -863,10 +795,7 @@ async fn wait_for_payments(shards: &[String]) {
 async fn applied(shards: &[String]) -> u64 {
     let mut total = 0;
     for address in shards {
-        let mut client = pb::shard_client::ShardClient::new(channel(address).await);
-        if let Ok(status) = client.status(pb::StatusRequest {}).await {
-            total += status.into_inner().applied_commands;
-        }
+        total += shard_applied(address).await;
     }
     total
 }

@@ -9,16 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{WAIT, group_leader, raft_status as status};
 use parsec_core::config::{AgentEndpoint, RaftGroup, Replica, ShardGroup};
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
-use parsec_raft::pb::raft_admin_client::RaftAdminClient;
-use parsec_raft::pb::{StatusReply, StatusRequest};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Runs `ip` with `args`; true when it succeeded.
 fn ip(args: &[&str]) -> bool {
@@ -49,6 +49,11 @@ impl Net {
 
     fn address(&self, host: u32, port: u16) -> String {
         format!("{}.{host}:{port}", self.subnet)
+    }
+
+    /// The shard replicas' addresses, node 1 first.
+    fn shard_addresses(&self) -> Vec<String> {
+        (1..=3).map(|node| self.address(node, 7100)).collect()
     }
 
     /// A bridge with the host on .254 and three namespaces on .1, .2, .3; `None` when this
@@ -182,24 +187,6 @@ impl Drop for Net {
     }
 }
 
-/// The Raft status of the member at `address`, from the host namespace.
-async fn status(address: &str) -> Option<StatusReply> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .ok()?;
-    Some(
-        RaftAdminClient::new(channel)
-            .status(StatusRequest {})
-            .await
-            .ok()?
-            .into_inner(),
-    )
-}
-
 /// The Raft status of member `node`, asked from inside its own namespace (it may be cut off).
 fn status_inside(net: &Net, node: u64, topology: &Path) -> serde_json::Value {
     let output = Command::new("ip")
@@ -219,24 +206,6 @@ fn status_inside(net: &Net, node: u64, topology: &Path) -> serde_json::Value {
     rows.into_iter()
         .find(|r| r["group"] == "shard-0" && r["node"] == node)
         .expect("own row")
-}
-
-async fn leader(net: &Net, not: Option<u64>) -> (u64, StatusReply) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        for node in 1..=3u64 {
-            if Some(node) == not {
-                continue;
-            }
-            if let Some(s) = status(&net.address(node as u32, 7100)).await
-                && s.role == "leader"
-            {
-                return (node, s);
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader\n{}", net.logs());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits until the leader at `address` has committed `more` entries beyond what it had.
@@ -297,7 +266,7 @@ fn a_partitioned_leader_commits_nothing_and_rejoins_after_healing() {
         .collect();
     net.start("agent", None, &agent);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (old, _) = runtime.block_on(leader(&net, None));
+    let (old, _) = runtime.block_on(group_leader(&net.shard_addresses(), None));
 
     let bench = Command::new(PARSEC)
         .args([
@@ -320,13 +289,13 @@ fn a_partitioned_leader_commits_nothing_and_rejoins_after_healing() {
     // Cut the leader off: its link to the bridge goes down.
     assert!(ip(&["link", "set", &net.veth(old), "down"]));
     let cut_at = Instant::now();
-    let (new, new_status) = runtime.block_on(leader(&net, Some(old)));
+    let (new, new_address) = runtime.block_on(group_leader(&net.shard_addresses(), Some(old)));
+    let new_status = runtime.block_on(status(&new_address)).unwrap();
     eprintln!(
         "PARTITION: leader {old} cut off; node {new} elected {:?} later",
         cut_at.elapsed()
     );
     let isolated_before = status_inside(&net, old, &topology);
-    let new_address = net.address(new as u32, 7100);
     runtime.block_on(commits(&new_address, 300));
     let isolated_after = status_inside(&net, old, &topology);
     assert_eq!(
