@@ -8,6 +8,7 @@
 //! - [`call`]: `eth_call` / `eth_estimateGas` over lock-free reads ([`reader::StateReader`]).
 
 pub mod call;
+pub mod chain;
 pub mod code_cache;
 pub mod config;
 mod diff;
