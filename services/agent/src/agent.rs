@@ -62,13 +62,21 @@ pub enum AgentError {
 }
 
 /// Why one attempt ended without committing.
-enum AttemptError {
+pub enum AttemptError<E = AgentError> {
     /// Run it again with the same ticket.
-    Retry {
-        reason: String,
-        backoff: bool,
-    },
-    Fatal(AgentError),
+    Retry { reason: String, backoff: bool },
+    /// Give up: `E` goes back to the caller.
+    Fatal(E),
+}
+
+impl<E: From<AgentError>> AttemptError<E> {
+    /// A broker failure: retried when the broker says it may be (wound, timeout, failover).
+    pub fn broker(error: BrokerError) -> Self {
+        match broker_failure(error) {
+            AttemptError::Retry { reason, backoff } => AttemptError::Retry { reason, backoff },
+            AttemptError::Fatal(error) => AttemptError::Fatal(E::from(error)),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -162,6 +170,19 @@ impl Agent {
         F: Fn(Ticket, u32) -> Fut,
         Fut: Future<Output = Result<CallResult, AttemptError>>,
     {
+        self.transact(attempt_once).await
+    }
+
+    /// Runs a transaction of any runtime: takes a ticket and calls `attempt_once(ticket,
+    /// attempt)` until it commits (`Ok`), fails for good ([`AttemptError::Fatal`]) or the
+    /// transaction timeout passes. Each attempt starts its own broker transaction with
+    /// [`Broker::begin`]`(ticket, attempt)` and must commit or roll it back.
+    pub async fn transact<T, E, F, Fut>(&self, attempt_once: F) -> Result<T, E>
+    where
+        E: From<AgentError>,
+        F: Fn(Ticket, u32) -> Fut,
+        Fut: Future<Output = Result<T, AttemptError<E>>>,
+    {
         let _permit = self
             .in_flight
             .try_acquire()
@@ -180,7 +201,8 @@ impl Agent {
                             attempts: attempt,
                             elapsed: started.elapsed(),
                             last: reason,
-                        });
+                        }
+                        .into());
                     }
                     tracing::debug!(%ticket, attempt, %reason, "retrying");
                     if backoff {

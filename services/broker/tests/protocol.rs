@@ -31,7 +31,7 @@ fn cluster(shards: u32) -> Cluster {
         })
         .collect();
     let tickets = TicketDispenser::new(
-        Arc::new(TicketMachineService::new()),
+        Arc::new(TicketMachineService::default()),
         64,
         Duration::from_millis(50),
     );

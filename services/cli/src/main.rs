@@ -1,6 +1,7 @@
 //! `parsec`: run a Parsec node, a whole cluster in one process, a local multi-process cluster,
 //! or a benchmark.
 
+mod chain;
 mod cluster;
 mod lua;
 mod node;
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 /// Where `parsec dev` serves its agent, and where clients look for it by default.
 const DEV_AGENT: &str = "127.0.0.1:7400";
+/// Where `parsec dev` serves Ethereum JSON-RPC (the port every Ethereum tool tries first).
+const DEV_RPC: &str = "127.0.0.1:8545";
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +47,14 @@ enum Command {
         /// Keep nothing on disk: the state is gone when the process ends.
         #[arg(long)]
         in_memory: bool,
+        /// Where Ethereum clients connect (JSON-RPC over HTTP and WebSocket).
+        #[arg(long, default_value = DEV_RPC)]
+        rpc_listen: SocketAddr,
+        /// Length of a logical block in milliseconds.
+        #[arg(long, env = "PARSEC_BLOCK_INTERVAL_MS")]
+        block_interval_ms: Option<u64>,
+        #[command(flatten)]
+        chain: chain::ChainArgs,
     },
     /// Serve one replica of one shard (Raft-replicated).
     Shard {
@@ -66,6 +77,9 @@ enum Command {
         /// Where this replica keeps its Raft log and snapshots.
         #[arg(long, default_value = "parsec-data/ticketer")]
         data_dir: PathBuf,
+        /// Length of a logical block in milliseconds (default: the topology's setting).
+        #[arg(long, env = "PARSEC_BLOCK_INTERVAL_MS")]
+        block_interval_ms: Option<u64>,
     },
     /// Serve one agent.
     Agent {
@@ -73,6 +87,11 @@ enum Command {
         node: NodeArgs,
         #[arg(long)]
         agent: u32,
+        /// Serve Ethereum JSON-RPC (HTTP and WebSocket) here.
+        #[arg(long)]
+        rpc_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        chain: chain::ChainArgs,
     },
     /// Start or stop a local multi-process cluster on 127.0.0.1.
     Cluster {
@@ -224,14 +243,29 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             shards,
             data_dir,
             in_memory,
+            rpc_listen,
+            block_interval_ms,
+            chain,
         } => {
             let storage = if in_memory {
                 node::DevStorage::Memory
             } else {
                 node::DevStorage::Disk(data_dir)
             };
+            let dev_accounts = chain.dev_accounts_or(true);
+            let rpc = node::RpcSetup {
+                listen: rpc_listen,
+                chain: chain.settings(dev_accounts),
+                fund: dev_accounts.then(|| (chain::DEV_ACCOUNTS.to_vec(), chain::dev_balance())),
+            };
             runtime()?
-                .block_on(node::run_dev(listen, shards, storage))
+                .block_on(node::run_dev(
+                    listen,
+                    shards,
+                    storage,
+                    rpc,
+                    block_interval_ms,
+                ))
                 .map_err(|e| e.to_string())?
         }
         Command::Shard {
@@ -255,8 +289,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             node,
             node_id,
             data_dir,
+            block_interval_ms,
         } => {
-            let config = load(&node.topology)?;
+            let mut config = load(&node.topology)?;
+            if let Some(interval) = block_interval_ms {
+                config.settings.block_interval_ms = interval;
+            }
             runtime()?
                 .block_on(node::run_ticketer(
                     &config,
@@ -266,10 +304,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ))
                 .map_err(|e| e.to_string())?
         }
-        Command::Agent { node, agent } => {
+        Command::Agent {
+            node,
+            agent,
+            rpc_listen,
+            chain,
+        } => {
             let config = load(&node.topology)?;
+            let dev_accounts = chain.dev_accounts_or(false);
+            let rpc = rpc_listen.map(|listen| node::RpcSetup {
+                listen,
+                chain: chain.settings(dev_accounts),
+                fund: dev_accounts.then(|| (chain::DEV_ACCOUNTS.to_vec(), chain::dev_balance())),
+            });
             runtime()?
-                .block_on(node::run_agent(&config, AgentId(agent), node.listen))
+                .block_on(node::run_agent(&config, AgentId(agent), node.listen, rpc))
                 .map_err(|e| e.to_string())?
         }
         Command::Cluster { command } => return cluster_command(command),

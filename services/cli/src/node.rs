@@ -7,11 +7,15 @@ use parsec_agent::service::AgentService;
 use parsec_broker::{Broker, BrokerSettings, GrpcShard, LocalShard, ShardPeers, ShardTransport};
 use parsec_core::config::Replica;
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
+use parsec_evm::{AgentChain, ChainSettings};
 use parsec_raft::{RaftConfig, RaftNode, ReplicatedState};
 use parsec_shard::state_machine::StateMachine;
 use parsec_shard::{ShardEngine, ShardService};
 use parsec_ticketer::TicketMachine;
-use parsec_ticketer::{GrpcTicketMachine, RangeSource, TicketDispenser, TicketMachineService};
+use parsec_ticketer::{
+    BlockClockSource, ClockSettings, GrpcTicketMachine, RangeSource, TicketDispenser,
+    TicketMachineService,
+};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -144,6 +148,45 @@ fn lease(settings: &Settings) -> Duration {
     Duration::from_millis(settings.agent_lease_ms)
 }
 
+fn clock_settings(settings: &Settings) -> ClockSettings {
+    ClockSettings {
+        interval: Duration::from_millis(settings.block_interval_ms.max(1)),
+        lease: lease(settings),
+    }
+}
+
+/// What an agent serves to Ethereum clients.
+pub struct RpcSetup {
+    pub listen: SocketAddr,
+    pub chain: ChainSettings,
+    /// Fund the development accounts at start (if empty).
+    pub fund: Option<(Vec<alloy_primitives::Address>, alloy_primitives::U256)>,
+}
+
+/// Starts the agent's chain (block clock reports, block feed), funds the development accounts
+/// when asked, and serves JSON-RPC on `setup.listen` in the background.
+async fn start_chain(
+    agent: &Arc<Agent>,
+    source: Arc<dyn BlockClockSource>,
+    settings: &Settings,
+    setup: RpcSetup,
+) -> Result<Arc<AgentChain>, NodeError> {
+    let id = u64::from(agent.broker().agent().0);
+    let chain = AgentChain::start(Arc::clone(agent), id, source, lease(settings), setup.chain);
+    chain
+        .wait_ready(Duration::from_millis(settings.rpc_timeout_ms) * 2)
+        .await
+        .map_err(|e| NodeError::Connect(e.to_string()))?;
+    if let Some((accounts, balance)) = &setup.fund {
+        chain
+            .fund(accounts, *balance)
+            .await
+            .map_err(|e| NodeError::Connect(format!("funding the development accounts: {e}")))?;
+    }
+    crate::chain::serve_rpc(Arc::clone(&chain), setup.listen).await?;
+    Ok(chain)
+}
+
 fn raft_config(settings: &Settings) -> RaftConfig {
     let mut config = RaftConfig::default();
     config.raft.snapshot_policy = SnapshotPolicy::LogsSinceLast(settings.raft_snapshot_every);
@@ -255,9 +298,11 @@ pub async fn run_ticketer(
     )
     .await?;
     tracing::info!(%node, %address, data_dir = %data_dir.display(), "ticket machine serving");
+    let service = TicketMachineService::replicated(raft.clone(), clock_settings(&config.settings));
+    service.spawn_sealer();
     let router = server()
         .add_routes(raft.routes())
-        .add_service(TicketMachineService::replicated(raft.clone()).into_server());
+        .add_service(service.into_server());
     let served = serve(address, router).await;
     raft.shutdown().await;
     served
@@ -284,6 +329,7 @@ pub async fn run_agent(
     config: &ClusterConfig,
     id: AgentId,
     listen: Option<SocketAddr>,
+    rpc: Option<RpcSetup>,
 ) -> Result<(), NodeError> {
     let endpoint = config
         .agent(id)
@@ -298,8 +344,12 @@ pub async fn run_agent(
         .collect();
     let tickets = GrpcTicketMachine::new(&ticket_machine, timeout)
         .map_err(|e| NodeError::Connect(e.to_string()))?;
-    let agent = build_agent(id, shards, Arc::new(tickets), &config.settings);
+    let agent = build_agent(id, shards, Arc::new(tickets.clone()), &config.settings);
     start_heartbeats(&agent, &config.settings).await;
+    let _chain = match rpc {
+        Some(setup) => Some(start_chain(&agent, Arc::new(tickets), &config.settings, setup).await?),
+        None => None,
+    };
     let address = listen_or(listen, &endpoint.address)?;
     tracing::info!(agent = %id, %address, "agent serving");
     serve(
@@ -350,13 +400,19 @@ pub async fn run_dev(
     listen: SocketAddr,
     shard_count: u32,
     storage: DevStorage,
+    rpc: RpcSetup,
+    block_interval_ms: Option<u64>,
 ) -> Result<(), NodeError> {
-    let settings = Settings::default();
+    let mut settings = Settings::default();
+    if let Some(interval) = block_interval_ms {
+        settings.block_interval_ms = interval;
+    }
     if let DevStorage::Disk(dir) = &storage {
         check_dev_layout(dir, shard_count)?;
     }
     let mut engines = Vec::new();
     let mut rafts = Vec::new();
+    let mut rafts_ticketer = Vec::new();
     for i in 0..shard_count {
         let id = ShardId(i);
         let engine = match &storage {
@@ -387,13 +443,35 @@ pub async fn run_dev(
     for service in &services {
         start_recovery(service.engine(), shards.clone(), &settings);
     }
+    let ticket_machine = match &storage {
+        DevStorage::Memory => TicketMachineService::new(clock_settings(&settings)),
+        DevStorage::Disk(dir) => {
+            let me = [Replica {
+                node_id: NodeId(0),
+                address: listen.to_string(),
+            }];
+            let raft = start_member(
+                &me,
+                NodeId(0),
+                &dir.join("ticketer"),
+                TicketMachine::new(),
+                &settings,
+            )
+            .await?;
+            rafts_ticketer.push(raft.clone());
+            TicketMachineService::replicated(raft, clock_settings(&settings))
+        }
+    };
+    ticket_machine.spawn_sealer();
     let agent = build_agent(
         AgentId(0),
         shards,
-        Arc::new(TicketMachineService::new()),
+        Arc::new(ticket_machine.clone()),
         &settings,
     );
     start_heartbeats(&agent, &settings).await;
+    let rpc_listen = rpc.listen;
+    let _chain = start_chain(&agent, Arc::new(ticket_machine), &settings, rpc).await?;
     let router = server().add_service(AgentService::new(agent).into_server());
     println!("parsec dev: {shard_count} shards, ticket machine and agent in one process");
     match &storage {
@@ -401,9 +479,13 @@ pub async fn run_dev(
         DevStorage::Memory => println!("  data: in memory, gone when this process ends"),
     }
     println!("  agent (Lua contracts, gRPC): {listen}");
+    println!("  Ethereum JSON-RPC (HTTP and WebSocket): http://{rpc_listen}");
     println!("  try: parsec bench lua-pay --duration 10");
     let served = serve(listen, router).await;
     for raft in rafts {
+        raft.shutdown().await;
+    }
+    for raft in rafts_ticketer {
         raft.shutdown().await;
     }
     served

@@ -102,6 +102,8 @@ pub struct Settings {
     /// Raft: entries kept behind a snapshot, so that a briefly lagging follower catches up from
     /// the log instead of a snapshot install.
     pub raft_logs_kept: u64,
+    /// Length of a logical block (DESIGN.md §4): the JSON-RPC block number advances this often.
+    pub block_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -119,6 +121,7 @@ impl Default for Settings {
             lua_memory_limit_bytes: 16 << 20,
             raft_snapshot_every: 10_000,
             raft_logs_kept: 5_000,
+            block_interval_ms: 200,
         }
     }
 }

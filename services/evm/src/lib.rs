@@ -20,6 +20,7 @@ pub mod tx;
 mod view;
 
 pub use call::{CallError, CallRequest, CallSuccess};
+pub use chain::{AgentChain, Chain, ChainSettings};
 pub use code_cache::CodeCache;
 pub use config::{BlockInfo, DEFAULT_CHAIN_ID, EvmConfig};
 pub use executor::{ExecError, ExecOptions, ExecStats, Executed, Executor, Receipt};

@@ -7,10 +7,12 @@
 //! so tickets of different agents interleave by age whatever each agent's load. (PArSEC's
 //! counter hands out plain blocks of 1000, so one agent's whole block beats another's.)
 
+pub mod chain;
 pub mod dispenser;
 pub mod machine;
 pub mod service;
 
+pub use chain::{ClockView, SealedParts};
 pub use dispenser::{RangeSource, TicketDispenser, TicketError};
 pub use machine::{TicketMachine, TicketRange};
-pub use service::{GrpcTicketMachine, TicketMachineService};
+pub use service::{BlockClockSource, ClockSettings, GrpcTicketMachine, TicketMachineService};

@@ -1,5 +1,8 @@
-//! The ticket machine's state: a pure, deterministic allocator (the replicated part).
+//! The ticket machine's state: a pure, deterministic allocator and the block ledger (the
+//! replicated part).
 
+use crate::chain::{BlockLedger, Seal};
+use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Tickets `[start, start + count)`.
@@ -21,9 +24,10 @@ pub const MAX_RANGE: u64 = 1 << 20;
 /// The allocator. `allocate` is a pure function of the state and its arguments; the caller
 /// supplies the clock reading, so that with Raft the leader stamps it into the log entry and
 /// every replica computes the same range.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct TicketMachine {
     next: u64,
+    ledger: BlockLedger,
 }
 
 impl TicketMachine {
@@ -44,57 +48,88 @@ impl TicketMachine {
     pub fn next(&self) -> u64 {
         self.next
     }
+
+    pub fn ledger(&self) -> &BlockLedger {
+        &self.ledger
+    }
+
+    pub fn seal(&mut self, seal: &Seal) -> u64 {
+        self.ledger.apply(seal)
+    }
 }
 
-/// The ticket machine as a Raft-replicated application. A command is `count ‖ not_before`
-/// (two little-endian u64): the leader reads its clock when it proposes, so every replica
-/// computes the same range. The result is `start ‖ count`, or empty for a malformed command
-/// (which changes nothing).
+/// A replicated command.
+#[derive(Debug, Serialize, Deserialize)]
+enum Command {
+    /// `count` tickets no earlier than `not_before`: the leader reads its clock when it
+    /// proposes, so every replica computes the same range.
+    Allocate {
+        count: u64,
+        not_before: u64,
+    },
+    Seal(Seal),
+}
+
+/// A command's result.
+#[derive(Debug, Serialize, Deserialize)]
+enum Outcome {
+    Range { start: u64, count: u64 },
+    Sealed(u64),
+}
+
+/// The ticket machine as a Raft-replicated application: commands and snapshots are postcard;
+/// a malformed command changes nothing and yields an empty result.
 impl parsec_raft::ReplicatedState for TicketMachine {
     fn apply(&mut self, command: &[u8]) -> Vec<u8> {
-        let Some((count, not_before)) = decode_pair(command) else {
-            return Vec::new();
+        let outcome = match postcard::from_bytes::<Command>(command) {
+            Ok(Command::Allocate { count, not_before }) => {
+                let range = self.allocate(count, not_before);
+                Outcome::Range {
+                    start: range.start,
+                    count: range.count,
+                }
+            }
+            Ok(Command::Seal(seal)) => Outcome::Sealed(self.seal(&seal)),
+            Err(_) => return Vec::new(),
         };
-        let range = self.allocate(count, not_before);
-        encode_pair(range.start, range.count)
+        postcard::to_allocvec(&outcome).unwrap_or_default()
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        self.next.to_le_bytes().to_vec()
+        postcard::to_allocvec(self).unwrap_or_default()
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        let bytes: [u8; 8] = snapshot
-            .try_into()
-            .map_err(|_| format!("ticket machine snapshot of {} bytes, not 8", snapshot.len()))?;
-        self.next = u64::from_le_bytes(bytes);
+        *self =
+            postcard::from_bytes(snapshot).map_err(|e| format!("ticket machine snapshot: {e}"))?;
         Ok(())
     }
 }
 
 /// The replicated command that allocates `count` tickets no earlier than `not_before`.
 pub fn allocate_command(count: u64, not_before: u64) -> Vec<u8> {
-    encode_pair(count, not_before)
+    postcard::to_allocvec(&Command::Allocate { count, not_before }).unwrap_or_default()
+}
+
+/// The replicated command that seals blocks.
+pub fn seal_command(seal: Seal) -> Vec<u8> {
+    postcard::to_allocvec(&Command::Seal(seal)).unwrap_or_default()
 }
 
 /// The range in a replicated command's result.
 pub fn range_of(result: &[u8]) -> Option<TicketRange> {
-    decode_pair(result).map(|(start, count)| TicketRange { start, count })
+    match postcard::from_bytes(result).ok()? {
+        Outcome::Range { start, count } => Some(TicketRange { start, count }),
+        Outcome::Sealed(_) => None,
+    }
 }
 
-fn encode_pair(a: u64, b: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16);
-    out.extend_from_slice(&a.to_le_bytes());
-    out.extend_from_slice(&b.to_le_bytes());
-    out
-}
-
-fn decode_pair(bytes: &[u8]) -> Option<(u64, u64)> {
-    let (a, b) = bytes.split_at_checked(8)?;
-    Some((
-        u64::from_le_bytes(a.try_into().ok()?),
-        u64::from_le_bytes(b.try_into().ok()?),
-    ))
+/// The sealed height in a replicated seal's result.
+pub fn sealed_of(result: &[u8]) -> Option<u64> {
+    match postcard::from_bytes(result).ok()? {
+        Outcome::Sealed(height) => Some(height),
+        Outcome::Range { .. } => None,
+    }
 }
 
 /// Nanoseconds since the UNIX epoch on this machine's clock.
@@ -155,7 +190,7 @@ mod tests {
         // Garbage changes nothing.
         assert!(a.apply(b"garbage").is_empty());
         assert_eq!(a.next(), c.next());
-        assert!(c.restore(b"short").is_err());
+        assert!(c.restore(&[0xff]).is_err());
     }
 
     #[test]

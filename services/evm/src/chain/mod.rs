@@ -2,7 +2,15 @@
 //! state reads, calls and transaction submission. The JSON-RPC server ([`crate::rpc`]) speaks to
 //! a [`Chain`]; the agent implements it over the broker and the ticket machine's block clock.
 
+mod agent_chain;
+pub mod assemble;
 pub mod block;
+mod blocks;
+mod nonces;
+mod producer;
+pub mod record;
+
+pub use agent_chain::{AgentChain, BrokerReader, ChainSettings};
 
 use std::sync::Arc;
 

@@ -1,0 +1,447 @@
+//! The production [`Chain`]: an agent running Ethereum transactions over the broker, with the
+//! ticket machine's block clock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use parsec_agent::access::TransactionAccess;
+use parsec_agent::agent::{Agent, AgentError, AttemptError};
+use parsec_agent::runner::KeyAccess;
+use parsec_broker::Broker;
+use parsec_core::{Key, LockMode, Value, WriteSet};
+use parsec_ticketer::BlockClockSource;
+use tokio::sync::broadcast;
+
+use crate::call::{CallError, CallRequest, CallSuccess};
+use crate::chain::blocks::BlockStore;
+use crate::chain::nonces::{NonceGate, progressed};
+use crate::chain::producer::BlockProducer;
+use crate::chain::record::{PartTx, TxLocation, location_key};
+use crate::chain::{AccountState, Block, Chain, ChainError, SendError, TxLookup};
+use crate::config::{BlockInfo, EvmConfig};
+use crate::executor::{ExecError, ExecOptions, Executor, Receipt};
+use crate::reader::{ReadError, StateReader};
+use crate::state::{self, AccountRecord};
+use crate::tx::{SignedTx, TxError, decode_transaction};
+
+/// How the agent's chain behaves.
+#[derive(Clone, Debug)]
+pub struct ChainSettings {
+    pub evm: EvmConfig,
+    /// Wei per gas charged as base fee (zero allowed).
+    pub base_fee: u64,
+    /// How long a future-nonce transaction waits for its predecessors.
+    pub nonce_gap_timeout: Duration,
+    /// Accounts `eth_accounts` lists.
+    pub accounts: Vec<Address>,
+}
+
+impl Default for ChainSettings {
+    fn default() -> Self {
+        Self {
+            evm: EvmConfig::default(),
+            base_fee: 0,
+            nonce_gap_timeout: Duration::from_secs(10),
+            accounts: Vec::new(),
+        }
+    }
+}
+
+/// Lock-free reads of committed state through the broker.
+pub struct BrokerReader(pub Arc<Broker>);
+
+#[async_trait]
+impl StateReader for BrokerReader {
+    async fn read(&self, keys: Vec<Key>) -> Result<Vec<Value>, ReadError> {
+        self.0
+            .read(&keys)
+            .await
+            .map_err(|e| ReadError(e.to_string()))
+    }
+}
+
+/// An agent's chain.
+pub struct AgentChain {
+    agent: Arc<Agent>,
+    settings: ChainSettings,
+    executor: Executor,
+    reader: BrokerReader,
+    producer: Arc<BlockProducer>,
+    blocks: BlockStore,
+    nonces: Arc<NonceGate>,
+    new_blocks: broadcast::Sender<Arc<Block>>,
+}
+
+impl From<AgentError> for SendError {
+    fn from(error: AgentError) -> Self {
+        match error {
+            AgentError::Overloaded(_) => SendError::Overloaded,
+            AgentError::Broker(error) => SendError::Failed {
+                message: error.to_string(),
+                uncertain: error.is_uncertain(),
+            },
+            other => SendError::Failed {
+                message: other.to_string(),
+                uncertain: false,
+            },
+        }
+    }
+}
+
+impl AgentChain {
+    /// The chain of `agent` (whose id in the block clock is `agent_id`); starts its block
+    /// clock reports and block notifications.
+    pub fn start(
+        agent: Arc<Agent>,
+        agent_id: u64,
+        source: Arc<dyn BlockClockSource>,
+        lease: Duration,
+        settings: ChainSettings,
+    ) -> Arc<Self> {
+        let broker = Arc::clone(agent.broker());
+        let producer = BlockProducer::new(agent_id, Arc::clone(&agent), Arc::clone(&source), lease);
+        producer.spawn();
+        let blocks = BlockStore::new(
+            Arc::clone(&broker),
+            source,
+            settings.base_fee,
+            settings.evm.block_gas_limit,
+        );
+        let (new_blocks, _) = broadcast::channel(256);
+        let chain = Arc::new(Self {
+            executor: Executor::new(settings.evm.clone()),
+            reader: BrokerReader(broker),
+            agent,
+            settings,
+            producer,
+            blocks,
+            nonces: Arc::default(),
+            new_blocks,
+        });
+        chain.spawn_block_feed();
+        chain
+    }
+
+    /// Waits until the block clock runs (the first report was answered), at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<(), ChainError> {
+        let deadline = Instant::now() + timeout;
+        let mut head = self.producer.head();
+        while !self.producer.view().is_running() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, head.changed()).await.is_err() {
+                return Err(ChainError(
+                    "the block clock did not start: is the ticket machine reachable?".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every account in `accounts` `balance` wei if it is empty (development networks).
+    pub async fn fund(&self, accounts: &[Address], balance: U256) -> Result<(), SendError> {
+        let broker = Arc::clone(self.agent.broker());
+        let keys: Vec<(Key, LockMode)> = accounts
+            .iter()
+            .map(|address| (state::account_key(address), LockMode::Write))
+            .collect();
+        self.agent
+            .transact(|ticket, attempt| {
+                let broker = Arc::clone(&broker);
+                let keys = keys.clone();
+                async move {
+                    let mut txn = broker.begin(ticket, attempt);
+                    let values = txn.lock(&keys).await.map_err(AttemptError::broker)?;
+                    let mut writes = WriteSet::new();
+                    for ((key, _), value) in keys.iter().zip(values) {
+                        if value.is_empty() {
+                            let account = AccountRecord {
+                                balance,
+                                code_hash: revm::primitives::KECCAK_EMPTY,
+                                ..AccountRecord::default()
+                            };
+                            writes.insert(key.clone(), state::encode_account(&account));
+                        }
+                    }
+                    txn.commit(writes).await.map_err(AttemptError::broker)
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Publishes every block as it seals.
+    fn spawn_block_feed(self: &Arc<Self>) {
+        let chain = Arc::downgrade(self);
+        let mut head = self.producer.head();
+        tokio::spawn(async move {
+            let mut published = *head.borrow_and_update();
+            while head.changed().await.is_ok() {
+                let Some(chain) = chain.upgrade() else {
+                    return;
+                };
+                let sealed = *head.borrow_and_update();
+                if chain.new_blocks.receiver_count() == 0 {
+                    published = sealed;
+                    continue;
+                }
+                let view = chain.producer.view();
+                while published < sealed {
+                    match chain.blocks.block(published + 1, &view).await {
+                        Ok(block) => {
+                            let _ = chain.new_blocks.send(block);
+                            published += 1;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "reading a sealed block failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The block calls and estimates run in: the one being built.
+    fn pending_block(&self) -> BlockInfo {
+        let view = self.producer.view();
+        let number = view.sealed + 1;
+        BlockInfo {
+            number,
+            timestamp: view.timestamp(number),
+            base_fee: self.settings.base_fee,
+            prevrandao: B256::ZERO,
+        }
+    }
+
+    async fn read_one(&self, key: Key) -> Result<Value, ChainError> {
+        let mut values = self
+            .agent
+            .broker()
+            .read(&[key])
+            .await
+            .map_err(|e| ChainError(e.to_string()))?;
+        Ok(values.pop().unwrap_or_default())
+    }
+
+    async fn account_record(&self, address: Address) -> Result<AccountRecord, ChainError> {
+        let value = self.read_one(state::account_key(&address)).await?;
+        state::decode_account(&value).map_err(|e| ChainError(e.to_string()))
+    }
+
+    /// One attempt of `tx`: stamp, execute with locks, commit with its location record.
+    async fn attempt(
+        &self,
+        tx: &SignedTx,
+        ticket: parsec_core::Ticket,
+        attempt: u32,
+        hints: &Mutex<Vec<(Key, LockMode)>>,
+    ) -> Result<Receipt, AttemptError<SendError>> {
+        let stamp = self.producer.stamp().map_err(|e| {
+            AttemptError::Fatal(SendError::Failed {
+                message: e.0,
+                uncertain: false,
+            })
+        })?;
+        let block = BlockInfo {
+            number: stamp.block(),
+            timestamp: stamp.timestamp(),
+            base_fee: self.settings.base_fee,
+            prevrandao: B256::ZERO,
+        };
+        let mut access = TransactionAccess::new(self.agent.broker().begin(ticket, attempt), false);
+        let hinted = hints.lock().clone();
+        let options = ExecOptions {
+            reader: Some(&self.reader),
+            hints: &hinted,
+        };
+        let executed = self
+            .executor
+            .execute(tx, &block, &mut access, options)
+            .await;
+        let mut executed = match executed {
+            Ok(executed) => executed,
+            Err(error) => {
+                let failure = access.take_failure();
+                access.into_transaction().rollback().await;
+                return Err(match (error, failure) {
+                    (ExecError::Access(_), Some(broker)) => AttemptError::broker(broker),
+                    (ExecError::Access(reason), None) => AttemptError::Retry {
+                        reason: reason.to_string(),
+                        backoff: true,
+                    },
+                    (ExecError::Invalid(invalid), _) => {
+                        AttemptError::Fatal(SendError::Invalid(invalid))
+                    }
+                    (other, _) => AttemptError::Fatal(SendError::Exec(other)),
+                });
+            }
+        };
+        *hints.lock() = executed.stats.locked.clone();
+        let location = location_key(&tx.hash);
+        if let Err(error) = access.lock(vec![location.clone()], LockMode::Write).await {
+            let failure = access.take_failure();
+            access.into_transaction().rollback().await;
+            return Err(match failure {
+                Some(broker) => AttemptError::broker(broker),
+                None => AttemptError::Retry {
+                    reason: error.to_string(),
+                    backoff: true,
+                },
+            });
+        }
+        let record = TxLocation {
+            block: stamp.block(),
+            agent: u64::from(self.agent.broker().agent().0),
+        };
+        executed.writes.insert(location, record.encode());
+        access
+            .into_transaction()
+            .commit(executed.writes)
+            .await
+            .map_err(AttemptError::broker)?;
+        stamp.commit(PartTx::new(&tx.envelope, &executed.receipt));
+        Ok(executed.receipt)
+    }
+}
+
+#[async_trait]
+impl Chain for AgentChain {
+    fn config(&self) -> &EvmConfig {
+        &self.settings.evm
+    }
+
+    fn accounts(&self) -> Vec<Address> {
+        self.settings.accounts.clone()
+    }
+
+    fn base_fee(&self) -> u64 {
+        self.settings.base_fee
+    }
+
+    async fn head(&self) -> Result<u64, ChainError> {
+        Ok(*self.producer.head().borrow())
+    }
+
+    async fn block_by_number(&self, number: u64) -> Result<Option<Arc<Block>>, ChainError> {
+        let view = self.producer.view();
+        if number > view.sealed {
+            return Ok(None);
+        }
+        self.blocks.block(number, &view).await.map(Some)
+    }
+
+    async fn block_by_hash(&self, hash: B256) -> Result<Option<Arc<Block>>, ChainError> {
+        let number = crate::chain::assemble::number_of(&hash);
+        Ok(self
+            .block_by_number(number)
+            .await?
+            .filter(|block| block.hash == hash))
+    }
+
+    async fn account(&self, address: Address) -> Result<AccountState, ChainError> {
+        let record = self.account_record(address).await?;
+        let code = if record.has_code() {
+            Bytes::from(
+                self.read_one(state::code_key(&record.code_hash))
+                    .await?
+                    .to_vec(),
+            )
+        } else {
+            Bytes::new()
+        };
+        Ok(AccountState {
+            nonce: record.nonce,
+            balance: record.balance,
+            code,
+        })
+    }
+
+    async fn storage(&self, address: Address, slot: U256) -> Result<U256, ChainError> {
+        let value = self.read_one(state::storage_key(&address, &slot)).await?;
+        state::decode_word(&value).map_err(|e| ChainError(e.to_string()))
+    }
+
+    async fn pending_nonce(&self, address: Address) -> Result<u64, ChainError> {
+        let committed = self.account_record(address).await?.nonce;
+        Ok(self
+            .nonces
+            .pending_floor(&address)
+            .map_or(committed, |next| next.max(committed)))
+    }
+
+    async fn call(&self, request: CallRequest) -> Result<CallSuccess, CallError> {
+        self.executor
+            .call(&request, &self.pending_block(), &self.reader)
+            .await
+    }
+
+    async fn estimate_gas(&self, request: CallRequest) -> Result<u64, CallError> {
+        self.executor
+            .estimate_gas(&request, &self.pending_block(), &self.reader)
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn send_raw_transaction(&self, raw: Bytes) -> Result<B256, SendError> {
+        let tx = decode_transaction(&raw, &self.settings.evm)?;
+        let place = self.nonces.arrive(tx.sender, tx.nonce());
+        let deadline = Instant::now() + self.settings.nonce_gap_timeout;
+        let hints = Mutex::new(Vec::new());
+        loop {
+            let mut progress = place.watch_progress();
+            let turn = place.turn().await;
+            let outcome: Result<Receipt, SendError> = self
+                .agent
+                .transact(|ticket, attempt| self.attempt(&tx, ticket, attempt, &hints))
+                .await;
+            drop(turn);
+            match outcome {
+                Ok(receipt) => {
+                    self.nonces.committed(tx.sender, tx.nonce());
+                    tracing::debug!(tx = %tx.hash, status = receipt.status, "committed");
+                    return Ok(tx.hash);
+                }
+                Err(SendError::Invalid(TxError::NonceTooHigh {
+                    sender,
+                    tx: n,
+                    state,
+                })) => {
+                    // The predecessor may finish here (which wakes us) or at another agent
+                    // (which only a new attempt notices): try again at least every 200 ms.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(SendError::NonceGap {
+                            sender,
+                            tx: n,
+                            state,
+                            waited_ms: self.settings.nonce_gap_timeout.as_millis() as u64,
+                        });
+                    }
+                    progressed(&mut progress, left.min(Duration::from_millis(200))).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn transaction(&self, hash: B256) -> Result<Option<TxLookup>, ChainError> {
+        let value = self.read_one(location_key(&hash)).await?;
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let location = TxLocation::decode(&value).map_err(|e| ChainError(e.to_string()))?;
+        let Some(block) = self.block_by_number(location.block).await? else {
+            return Ok(None);
+        };
+        // A transaction whose agent died before reporting its part is in no block.
+        let index = block.transactions.iter().position(|tx| tx.hash == hash);
+        Ok(index.map(|index| TxLookup { block, index }))
+    }
+
+    fn subscribe_blocks(&self) -> broadcast::Receiver<Arc<Block>> {
+        self.new_blocks.subscribe()
+    }
+}

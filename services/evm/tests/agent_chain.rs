@@ -1,0 +1,282 @@
+//! The agent's chain end to end in one process: real shard engines and lock tables, the broker's
+//! commit protocol, the ticket machine's block clock and sealer, the EVM over locked keys.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, TxKind, U256};
+use alloy_sol_types::{SolCall, SolEvent, SolValue};
+use common::{Fee, IToken, Wallet, token_artifact, with_args};
+use parsec_agent::agent::{Agent, AgentSettings};
+use parsec_agent::lua::LuaRunner;
+use parsec_broker::{Broker, BrokerSettings, LocalShard, ShardTransport};
+use parsec_core::{AgentId, Settings, ShardId};
+use parsec_evm::chain::{Block, SendError};
+use parsec_evm::{AgentChain, Chain, ChainSettings, EvmConfig, TxError};
+use parsec_shard::{ShardEngine, ShardService};
+use parsec_ticketer::{ClockSettings, TicketDispenser, TicketMachineService};
+
+const WAIT: Duration = Duration::from_secs(30);
+const GWEI: u128 = 1_000_000_000;
+
+struct World {
+    chain: Arc<AgentChain>,
+    alice: Wallet,
+}
+
+async fn world(nonce_gap_timeout: Duration) -> World {
+    let settings = Settings::default();
+    let lease = Duration::from_millis(400);
+    let shards: Vec<Arc<dyn ShardTransport>> = (0..3)
+        .map(|i| {
+            let engine = ShardEngine::with_lease(ShardId(i), lease);
+            let service = ShardService::new(engine, Duration::from_secs(5));
+            Arc::new(LocalShard(service)) as _
+        })
+        .collect();
+    let clock = ClockSettings {
+        interval: Duration::from_millis(50),
+        lease,
+    };
+    let ticket_machine = TicketMachineService::new(clock);
+    ticket_machine.spawn_sealer();
+    let dispenser = TicketDispenser::new(
+        Arc::new(ticket_machine.clone()),
+        settings.ticket_range_size,
+        Duration::from_millis(settings.ticket_range_max_age_ms),
+    );
+    let broker = Broker::new(
+        AgentId(7),
+        shards,
+        dispenser,
+        BrokerSettings::from(&settings),
+    );
+    let agent = Agent::new(
+        broker,
+        Arc::new(LuaRunner::from_settings(&settings)),
+        AgentSettings::from(&settings),
+    );
+    let chain_settings = ChainSettings {
+        evm: EvmConfig::default(),
+        base_fee: GWEI as u64,
+        nonce_gap_timeout,
+        accounts: Vec::new(),
+    };
+    let chain = AgentChain::start(agent, 7, Arc::new(ticket_machine), lease, chain_settings);
+    chain.wait_ready(WAIT).await.expect("block clock");
+    let alice = Wallet::new(0xa1);
+    chain
+        .fund(&[alice.address()], U256::from(10u128.pow(21)))
+        .await
+        .expect("fund");
+    World { chain, alice }
+}
+
+fn transfer(wallet: &mut Wallet, to: Address, value: u64) -> alloy_primitives::Bytes {
+    wallet.eip1559(
+        TxKind::Call(to),
+        U256::from(value),
+        Default::default(),
+        21_000,
+        Fee::default(),
+    )
+}
+
+/// Waits (by block notifications, bounded) until every hash in `hashes` is in a sealed block.
+async fn sealed(chain: &AgentChain, hashes: &[B256]) -> Vec<Arc<Block>> {
+    let mut blocks = chain.subscribe_blocks();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut found = Vec::new();
+        for hash in hashes {
+            match chain.transaction(*hash).await.expect("lookup") {
+                Some(lookup) => found.push(lookup.block),
+                None => break,
+            }
+        }
+        if found.len() == hashes.len() {
+            return found;
+        }
+        tokio::time::timeout_at(deadline, blocks.recv())
+            .await
+            .expect("transactions sealed in time")
+            .expect("block feed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_consecutive_nonces_commits_and_seals_into_stable_blocks() {
+    let mut w = world(Duration::from_secs(10)).await;
+    let bob = Address::repeat_byte(0xb0);
+    let raws: Vec<_> = (0..12)
+        .map(|_| transfer(&mut w.alice, bob, 1_000))
+        .collect();
+    // Sent all at once, latest nonce first: each waits for its predecessor.
+    let sends = raws.iter().rev().map(|raw| {
+        let chain = Arc::clone(&w.chain);
+        let raw = raw.clone();
+        tokio::spawn(async move { chain.send_raw_transaction(raw).await })
+    });
+    let mut hashes = Vec::new();
+    for send in futures::future::join_all(sends).await {
+        hashes.push(send.unwrap().expect("every nonce of the burst commits"));
+    }
+    let blocks = sealed(&w.chain, &hashes).await;
+    // Lock-free reads see a cross-shard commit once its second phase lands (after the client's
+    // answer, well before its block seals).
+    assert_eq!(
+        w.chain.account(bob).await.unwrap().balance,
+        U256::from(12_000)
+    );
+    assert_eq!(w.chain.account(w.alice.address()).await.unwrap().nonce, 12);
+    let head = w.chain.head().await.unwrap();
+    for block in &blocks {
+        assert!(block.number <= head);
+        // A sealed block reads back the same, by number and by hash.
+        let again = w
+            .chain
+            .block_by_number(block.number)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.as_ref(), block.as_ref());
+        let by_hash = w.chain.block_by_hash(block.hash).await.unwrap().unwrap();
+        assert_eq!(by_hash.number, block.number);
+        let parent = w
+            .chain
+            .block_by_number(block.number - 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(block.parent_hash, parent.hash);
+        let mut cumulative = 0;
+        for tx in &block.transactions {
+            cumulative += tx.receipt.gas_used;
+            assert_eq!(tx.cumulative_gas_used, cumulative);
+            assert!(tx.receipt.status);
+        }
+    }
+    // Each transaction is in exactly one block, and a block lists its nonces in order.
+    let mut listed: Vec<B256> = Vec::new();
+    let mut seen_blocks = std::collections::BTreeSet::new();
+    for block in &blocks {
+        if seen_blocks.insert(block.number) {
+            let nonces: Vec<u64> = block.transactions.iter().map(|t| t.receipt.nonce).collect();
+            assert!(nonces.windows(2).all(|w| w[0] < w[1]), "{nonces:?}");
+            listed.extend(block.transactions.iter().map(|t| t.hash));
+        }
+    }
+    listed.sort();
+    let mut expected = hashes.clone();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // The block number advances with time and never goes backwards.
+    let mut feed = w.chain.subscribe_blocks();
+    let next = tokio::time::timeout(WAIT, feed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(next.number > head);
+    assert!(
+        w.chain
+            .block_by_number(w.chain.head().await.unwrap() + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_errors_use_geths_words_and_a_gap_that_does_not_close_fails() {
+    let mut w = world(Duration::from_millis(300)).await;
+    let bob = Address::repeat_byte(0xb0);
+    let first = transfer(&mut w.alice, bob, 1);
+    w.chain.send_raw_transaction(first.clone()).await.unwrap();
+    let again = w.chain.send_raw_transaction(first).await.unwrap_err();
+    assert!(
+        matches!(again, SendError::Invalid(TxError::NonceTooLow { .. })),
+        "{again}"
+    );
+    assert!(again.to_string().starts_with("nonce too low"), "{again}");
+
+    w.alice.nonce = 5;
+    let gap = transfer(&mut w.alice, bob, 1);
+    let error = w.chain.send_raw_transaction(gap).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            SendError::NonceGap {
+                tx: 5,
+                state: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(error.to_string().starts_with("nonce too high"), "{error}");
+    // Nothing of the refused transaction was written.
+    assert_eq!(w.chain.account(w.alice.address()).await.unwrap().nonce, 1);
+    assert_eq!(w.chain.pending_nonce(w.alice.address()).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_transfer_lands_with_its_log_at_a_block_level_index() {
+    let mut w = world(Duration::from_secs(10)).await;
+    let bob = Address::repeat_byte(0xb0);
+    let args = (
+        "Parsec".to_string(),
+        "PRS".to_string(),
+        U256::from(1_000_000u64),
+    )
+        .abi_encode_params();
+    let deploy = w.alice.eip1559(
+        TxKind::Create,
+        U256::ZERO,
+        with_args(&token_artifact().bytecode, &args),
+        3_000_000,
+        Fee::default(),
+    );
+    let deployed = w.chain.send_raw_transaction(deploy).await.unwrap();
+    let token = w.alice.address().create(0);
+    let input = IToken::transferCall {
+        to: bob,
+        amount: U256::from(250),
+    }
+    .abi_encode();
+    let send = w.alice.eip1559(
+        TxKind::Call(token),
+        U256::ZERO,
+        input.into(),
+        100_000,
+        Fee::default(),
+    );
+    let sent = w.chain.send_raw_transaction(send).await.unwrap();
+    let blocks = sealed(&w.chain, &[deployed, sent]).await;
+    let lookup = w.chain.transaction(sent).await.unwrap().unwrap();
+    let tx = lookup.tx();
+    assert_eq!(tx.receipt.to, Some(token));
+    assert_eq!(tx.receipt.logs.len(), 1);
+    let log = &tx.receipt.logs[0];
+    assert_eq!(log.address, token);
+    assert_eq!(log.topics()[0], IToken::Transfer::SIGNATURE_HASH);
+    let earlier_logs: usize = lookup.block.transactions[..lookup.index]
+        .iter()
+        .map(|t| t.receipt.logs.len())
+        .sum();
+    assert_eq!(tx.first_log_index, earlier_logs as u64);
+    assert!(
+        blocks[1]
+            .logs_bloom
+            .contains_input(alloy_primitives::BloomInput::Raw(token.as_slice()))
+    );
+    // eth_call sees the committed balance.
+    let call = parsec_evm::CallRequest {
+        to: Some(token),
+        input: IToken::balanceOfCall { who: bob }.abi_encode().into(),
+        ..Default::default()
+    };
+    let output = w.chain.call(call).await.unwrap().output;
+    assert_eq!(U256::abi_decode(&output).unwrap(), U256::from(250));
+}
