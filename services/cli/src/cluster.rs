@@ -65,6 +65,8 @@ pub struct Started {
     pub shards: Vec<Vec<String>>,
     pub ticket_machine: Vec<String>,
     pub agents: Vec<String>,
+    /// Every agent's Ethereum JSON-RPC endpoint.
+    pub rpc: Vec<String>,
 }
 
 /// Ports the kernel considers free right now.
@@ -85,7 +87,8 @@ fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
 }
 
 /// The topology of a local cluster: `ports` holds one port per process, ticket machine replicas
-/// first, then each shard's replicas, then agents. Raft members get node ids 1..=R.
+/// first, then each shard's replicas, then agents, then the agents' JSON-RPC ports. Raft members
+/// get node ids 1..=R.
 pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
     let address = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let group = |first: usize, replicas: u32| -> Vec<Replica> {
@@ -98,6 +101,7 @@ pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
     };
     let first_shard = shape.replicas as usize;
     let first_agent = first_shard + (shape.shards * shape.shard_replicas) as usize;
+    let first_rpc = first_agent + shape.agents as usize;
     ClusterConfig {
         name: "local".into(),
         shards: (0..shape.shards)
@@ -116,6 +120,7 @@ pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
             .map(|i| AgentEndpoint {
                 id: AgentId(i),
                 address: address(first_agent + i as usize),
+                rpc_address: Some(address(first_rpc + i as usize)),
             })
             .collect(),
         settings: Settings::default(),
@@ -172,15 +177,26 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
         }
     }
     for agent in &config.agents {
+        let mut args = vec![
+            "agent".into(),
+            "--topology".into(),
+            topology.clone(),
+            "--agent".into(),
+            agent.id.0.to_string(),
+        ];
+        if let Some(rpc) = &agent.rpc_address {
+            // A local cluster is a development network: its agents fund the development
+            // accounts (once; whichever agent comes first).
+            args.extend([
+                "--rpc-listen".into(),
+                rpc.clone(),
+                "--dev-accounts".into(),
+                "true".into(),
+            ]);
+        }
         out.push(Process {
             name: format!("agent-{}", agent.id.0),
-            args: vec![
-                "agent".into(),
-                "--topology".into(),
-                topology.clone(),
-                "--agent".into(),
-                agent.id.0.to_string(),
-            ],
+            args,
             address: agent.address.clone(),
         });
     }
@@ -258,8 +274,9 @@ fn spawn(
 
 /// Starts a cluster in `dir` and returns once every process accepts connections.
 pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
-    let processes_needed =
-        (shape.replicas + shape.shards * shape.shard_replicas + shape.agents) as usize;
+    // One port per process, and one more per agent for JSON-RPC.
+    let ports_needed =
+        (shape.replicas + shape.shards * shape.shard_replicas + 2 * shape.agents) as usize;
     let pids = dir.join("pids");
     if live_pids(&pids)?.into_iter().next().is_some() {
         return Err(ClusterError::AlreadyRunning(dir.display().to_string()));
@@ -269,7 +286,7 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
     for folder in [dir, &logs, &pids, &data] {
         std::fs::create_dir_all(folder).map_err(io_error(folder))?;
     }
-    let ports = free_ports(processes_needed)?;
+    let ports = free_ports(ports_needed)?;
     let mut config = local_topology(&shape, &ports);
     config.settings.raft_snapshot_every = shape.snapshot_every;
     config.settings.raft_logs_kept = config.settings.raft_logs_kept.min(shape.snapshot_every);
@@ -314,6 +331,11 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
             .map(|r| r.address.clone())
             .collect(),
         agents: config.agents.iter().map(|a| a.address.clone()).collect(),
+        rpc: config
+            .agents
+            .iter()
+            .filter_map(|a| a.rpc_address.clone())
+            .collect(),
     })
 }
 

@@ -376,6 +376,9 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             for (i, agent) in started.agents.iter().enumerate() {
                 println!("  agent {i}:        {agent}");
             }
+            for (i, rpc) in started.rpc.iter().enumerate() {
+                println!("  JSON-RPC {i}:     http://{rpc}");
+            }
             println!("  logs:           {}", dir.join("logs").display());
             println!("stop it with: parsec cluster down --dir {}", dir.display());
         }

@@ -137,6 +137,7 @@ impl Net {
             agents: vec![AgentEndpoint {
                 id: AgentId(0),
                 address: self.address(254, 7400),
+                rpc_address: None,
             }],
             settings,
         }

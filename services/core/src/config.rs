@@ -68,6 +68,9 @@ pub struct AgentEndpoint {
     pub id: AgentId,
     /// `host:port` of the agent's gRPC endpoint (Lua calls).
     pub address: String,
+    /// `host:port` of its Ethereum JSON-RPC endpoint, when it serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc_address: Option<String>,
 }
 
 /// Tunables shared by every process. Defaults suit a single machine and a LAN alike.
@@ -266,6 +269,7 @@ mod tests {
             agents: vec![AgentEndpoint {
                 id: AgentId(0),
                 address: "127.0.0.1:7200".into(),
+                rpc_address: None,
             }],
             settings: Settings::default(),
         }
