@@ -2,9 +2,12 @@
 //! audit of the state it changed.
 
 pub mod client;
+pub mod erc20;
 pub mod lua_pay;
 pub mod report;
+pub mod run;
 
 pub use client::{AgentPool, ClientError};
+pub use erc20::{Erc20Error, Erc20Options, run_erc20};
 pub use lua_pay::{LuaPayOptions, run_lua_pay};
 pub use report::Report;

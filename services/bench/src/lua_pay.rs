@@ -9,16 +9,16 @@
 
 use crate::client::{AgentPool, ClientError};
 use crate::report::Report;
+use crate::run::{Tally, new_histogram, progress_bar, spawn_ticker, stop_signal};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parsec_agent::lua::contracts;
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use secp256k1::Keypair;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 pub const PAY_CONTRACT: &str = "lua/pay";
@@ -68,15 +68,6 @@ struct Wallet {
     pubkey: [u8; 32],
 }
 
-/// Shared counters of the load phase.
-#[derive(Default)]
-struct Tally {
-    committed: AtomicU64,
-    failed: AtomicU64,
-    errors: AtomicU64,
-    retries: AtomicU64,
-}
-
 pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Report, BenchError> {
     options.validate()?;
     let wallets: Arc<Vec<Wallet>> = Arc::new(
@@ -101,12 +92,12 @@ pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Repo
     let stop = Arc::new(AtomicBool::new(false));
     let rpcs_before = pool.shard_rpcs().await.ok();
     let started = Instant::now();
-    let progress = progress_bar(&options);
+    let progress = progress_bar(options.duration, options.progress);
     let ticker = spawn_ticker(
         progress.clone(),
         tally.clone(),
         stop.clone(),
-        options.clone(),
+        options.duration,
     );
 
     let unresolved: Arc<parking_lot::Mutex<Vec<Unresolved>>> = Arc::default();
@@ -405,66 +396,4 @@ impl WorkerContext {
         let record = reply.reads.into_iter().next()?.value;
         contracts::decode_account(&record).ok().map(|(_, seq)| seq)
     }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = terminate.recv() => {},
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 µs to 10 min, 3 significant digits: constant, valid bounds.
-    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
-}
-
-fn progress_bar(options: &LuaPayOptions) -> ProgressBar {
-    if !options.progress {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(
-        Some(options.duration.as_secs().max(1)),
-        ProgressDrawTarget::stderr(),
-    );
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} s  {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar
-}
-
-fn spawn_ticker(
-    bar: ProgressBar,
-    tally: Arc<Tally>,
-    stop: Arc<AtomicBool>,
-    options: LuaPayOptions,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let mut interval = tokio::time::interval(Duration::from_millis(250));
-        while !stop.load(Ordering::Relaxed) {
-            interval.tick().await;
-            let committed = tally.committed.load(Ordering::Relaxed);
-            let elapsed = started.elapsed().as_secs_f64().max(1e-3);
-            bar.set_position((elapsed as u64).min(options.duration.as_secs()));
-            bar.set_message(format!(
-                "{committed} committed, {:.0} tx/s, {} retries, {} refused, {} errors",
-                committed as f64 / elapsed,
-                tally.retries.load(Ordering::Relaxed),
-                tally.failed.load(Ordering::Relaxed),
-                tally.errors.load(Ordering::Relaxed),
-            ));
-        }
-    })
 }

@@ -178,6 +178,36 @@ enum ClusterCommand {
 enum Workload {
     /// Signed Lua payments between wallets, closed loop, audited at the end.
     LuaPay(LuaPayArgs),
+    /// Signed ERC-20 transfers over Ethereum JSON-RPC, closed loop, audited at the end.
+    Erc20(Erc20Args),
+}
+
+#[derive(Args)]
+struct Erc20Args {
+    /// JSON-RPC endpoints (URLs or host:port, comma-separated). Default: `parsec dev`'s.
+    #[arg(long, value_delimiter = ',', conflicts_with = "topology")]
+    rpc: Vec<String>,
+    /// Send transfers to every agent of this topology that serves JSON-RPC.
+    #[arg(long)]
+    topology: Option<PathBuf>,
+    /// Accounts holding the token (transfers go between random pairs).
+    #[arg(long, default_value_t = 1_000)]
+    accounts: usize,
+    /// Transfers in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many transfers.
+    #[arg(long)]
+    transfers: Option<u64>,
+    /// Private key (hex) that deploys the token; default: the first development account.
+    #[arg(long, env = "PARSEC_BENCH_DEPLOYER_KEY")]
+    deployer_key: Option<String>,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -345,6 +375,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Bench {
             workload: Workload::LuaPay(args),
         } => return bench_lua_pay(args),
+        Command::Bench {
+            workload: Workload::Erc20(args),
+        } => return bench_erc20(args),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -392,6 +425,84 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
+    let topology = args.topology.as_deref().map(load).transpose()?;
+    let endpoints: Vec<String> = match (&topology, args.rpc.is_empty()) {
+        (Some(config), _) => config
+            .agents
+            .iter()
+            .filter_map(|a| a.rpc_address.clone())
+            .collect(),
+        (None, true) => vec![DEV_RPC.to_owned()],
+        (None, false) => args.rpc.clone(),
+    };
+    if endpoints.is_empty() {
+        return Err("the topology lists no agent serving JSON-RPC (rpcAddress)".into());
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    let options = parsec_bench::Erc20Options {
+        accounts: args.accounts,
+        concurrency: args.concurrency,
+        duration: Duration::from_secs_f64(args.duration),
+        max_transfers: args.transfers,
+        progress: !args.json,
+        deployer_key: args.deployer_key,
+    };
+    let (report, raft) = runtime()?.block_on(async {
+        let before = match &topology {
+            Some(config) => Some(status::collect(config).await),
+            None => None,
+        };
+        let report = parsec_bench::run_erc20(endpoints, options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let raft = match (&topology, before) {
+            (Some(config), Some(before)) => Some(status::shard_raft_work(
+                &before,
+                &status::collect(config).await,
+            )),
+            _ => None,
+        };
+        Ok::<_, String>((report, raft))
+    })?;
+    let per_transfer = |n: u64| (report.committed > 0).then(|| n as f64 / report.committed as f64);
+    let raft_entries = raft.and_then(|w| per_transfer(w.entries));
+    let fsyncs = raft.and_then(|w| per_transfer(w.fsyncs));
+    if args.json {
+        let json = serde_json::json!({
+            "committed": report.committed,
+            "failed": report.failed,
+            "errors": report.errors,
+            "duration_s": report.duration_s,
+            "tps": report.tps,
+            "p50_ms": report.p50_ms,
+            "p99_ms": report.p99_ms,
+            "p999_ms": report.p999_ms,
+            "max_ms": report.max_ms,
+            "raft_entries_per_transfer": raft_entries,
+            "fsyncs_per_transfer": fsyncs,
+            "total_ok": report.total_ok,
+            "wallets_ok": report.wallets_ok,
+        });
+        println!("{json}");
+    } else {
+        println!("{}", report.summary());
+        if let (Some(entries), Some(fsyncs)) = (raft_entries, fsyncs) {
+            println!(
+                "shard Raft logs: {entries:.2} entries per transfer (leaders), {fsyncs:.2} fsyncs \
+                 per transfer (all replicas)"
+            );
+        }
+    }
+    Ok(if report.total_ok && report.wallets_ok != Some(false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
 }
 
 fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
