@@ -396,13 +396,10 @@ async fn bad_requests_get_clear_errors() {
         .rpc("eth_getLogs", json!([{"topics": ["0x1", null]}]))
         .await;
     assert_eq!(reply["error"]["code"], -32602, "{reply}");
-    assert!(
-        reply["error"]["data"]
-            .as_str()
-            .unwrap()
-            .contains("invalid topic"),
-        "{reply}"
-    );
+    // The reason is in the message, as geth puts it.
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("invalid argument"), "{reply}");
+    assert!(message.contains("invalid topic"), "{reply}");
     let reply = server
         .rpc(
             "eth_getLogs",
@@ -415,6 +412,29 @@ async fn bad_requests_get_clear_errors() {
             "eth_call",
             json!([{"to": alice, "input": "0x01", "data": "0x02"}]),
         )
+        .await;
+    assert_eq!(reply["error"]["code"], -32602, "{reply}");
+
+    let reply = server
+        .rpc("eth_getBalance", json!([alice, "0xffffffffffffffff"]))
+        .await;
+    assert_eq!(reply["error"]["message"], "header not found", "{reply}");
+    let reply = server
+        .rpc(
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!(["latest", "0xffffffffffffffff"]),
+        )
+        .await;
+    assert_eq!(reply["result"], json!(null), "{reply}");
+    let reply = server
+        .rpc(
+            "eth_feeHistory",
+            json!(["0xffffffffffffffff", "0xffffffffffffffff", []]),
+        )
+        .await;
+    assert_eq!(reply["error"]["code"], -32000, "{reply}");
+    let reply = server
+        .rpc("eth_feeHistory", json!([4, "latest", [90.0, 10.0]]))
         .await;
     assert_eq!(reply["error"]["code"], -32602, "{reply}");
 
@@ -515,6 +535,80 @@ async fn batches_are_answered_call_by_call() {
     assert_eq!(by_id(json!(1))["result"], "0xcbdc");
     assert_eq!(by_id(json!("two"))["error"]["code"], -32601);
     assert_eq!(by_id(json!(3))["result"], "52188");
+}
+
+#[tokio::test]
+async fn batched_transactions_run_concurrently_so_nonce_order_does_not_matter() {
+    let server = TestServer::start().await;
+    let signer = dev_signers(1).swap_remove(0);
+    let mut wallet = common::Wallet { signer, nonce: 0 };
+    let bob = dev_signers(2)[1].address();
+    let send = |wallet: &mut common::Wallet| {
+        wallet.eip1559(
+            alloy_primitives::TxKind::Call(bob),
+            U256::from(1),
+            Bytes::new(),
+            21_000,
+            common::Fee::default(),
+        )
+    };
+    let first = send(&mut wallet);
+    let second = send(&mut wallet);
+    // Nonce 1 before nonce 0: run one after the other, the first would wait for a
+    // predecessor queued behind it.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [second]},
+        {"jsonrpc": "2.0", "id": 0, "method": "eth_sendRawTransaction", "params": [first]},
+    ]);
+    let reply = server.post(&batch.to_string()).await;
+    let replies = reply.as_array().unwrap();
+    assert_eq!(replies.len(), 2, "{reply}");
+    for reply in replies {
+        assert!(reply["result"].is_string(), "{reply}");
+    }
+    assert_eq!(
+        server
+            .result(
+                "eth_getTransactionCount",
+                json!([wallet.address(), "latest"])
+            )
+            .await,
+        "0x2"
+    );
+}
+
+#[tokio::test]
+async fn cors_and_request_size_limits_apply() {
+    let options = parsec_evm::rpc::RpcOptions {
+        max_request_body_size: 1024,
+        ..Default::default()
+    };
+    let server = TestServer::with_chain(support::FixtureChain::new(), options).await;
+    let client = reqwest::Client::new();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, server.url())
+        .header("origin", "https://dapp.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "*",
+        "{:?}",
+        preflight.headers()
+    );
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "web3_sha3", "params": [format!("0x{}", "00".repeat(2048))]});
+    let reply = client
+        .post(server.url())
+        .header("content-type", "application/json")
+        .body(big.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]

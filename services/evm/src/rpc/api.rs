@@ -13,10 +13,11 @@ use jsonrpsee::proc_macros::rpc;
 use jsonrpsee::types::ErrorObjectOwned;
 use tokio::time::Instant;
 
-use crate::chain::{Block, Chain};
+use crate::chain::{Block, Chain, TxLookup};
 use crate::rpc::convert::{self, RpcBlock, RpcLog};
 use crate::rpc::error::{
-    call_error, chain_error, invalid_params, limit_exceeded, send_error, server_error,
+    call_error, chain_error, internal_error, invalid_params, limit_exceeded, send_error,
+    server_error,
 };
 use crate::rpc::fees;
 use crate::rpc::filters::{FilterKind, FilterRegistry};
@@ -285,6 +286,21 @@ impl EthApi {
     }
 }
 
+/// A lookup whose index lies inside its block (a backend bug must not panic a request).
+fn checked(found: Option<TxLookup>) -> RpcResult<Option<TxLookup>> {
+    match found {
+        Some(lookup) if lookup.index >= lookup.block.transactions.len() => {
+            Err(internal_error(format!(
+                "transaction index {} outside block {} ({} transactions)",
+                lookup.index,
+                lookup.block.number,
+                lookup.block.transactions.len()
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
 fn filter_not_found() -> ErrorObjectOwned {
     // geth's words ("filter not found"), which ethers and web3.js match to reinstall.
     server_error("filter not found")
@@ -545,7 +561,7 @@ impl EthRpcServer for EthApi {
             .transaction(hash)
             .await
             .map_err(|e| chain_error(&e))?;
-        Ok(found.map(|lookup| convert::transaction(&lookup.block, lookup.index)))
+        Ok(checked(found)?.map(|lookup| convert::transaction(&lookup.block, lookup.index)))
     }
 
     async fn transaction_receipt(&self, hash: B256) -> RpcResult<Option<TransactionReceipt>> {
@@ -554,7 +570,7 @@ impl EthRpcServer for EthApi {
             .transaction(hash)
             .await
             .map_err(|e| chain_error(&e))?;
-        Ok(found.map(|lookup| convert::receipt(&lookup.block, lookup.index)))
+        Ok(checked(found)?.map(|lookup| convert::receipt(&lookup.block, lookup.index)))
     }
 
     async fn transaction_by_block_number_and_index(

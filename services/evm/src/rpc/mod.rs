@@ -7,7 +7,8 @@
 //! - `log_filter`: geth's log filter semantics; `logs`: range queries with caps;
 //! - `filters`: installed filters and their expiry; `pubsub`: `eth_subscribe` and the
 //!   gap-free block feed;
-//! - `params`, `fees`, `error`, `ids`: parameter checks, fee history, error mapping, ids.
+//! - `params`, `fees`, `error`, `ids`: parameter checks, fee history, error mapping, ids;
+//! - `middleware`: clear invalid-params messages, concurrent batches.
 
 mod api;
 mod convert;
@@ -17,6 +18,7 @@ mod filters;
 mod ids;
 mod log_filter;
 mod logs;
+mod middleware;
 mod params;
 mod pubsub;
 pub mod server;

@@ -27,13 +27,13 @@ pub fn block_number(tag: BlockNumberOrTag, head: u64) -> u64 {
 /// (a client that just read `eth_blockNumber` may race a seal). Older blocks are refused
 /// clearly rather than answered with today's state.
 pub fn check_state_block(number: u64, head: u64) -> Result<(), ErrorObjectOwned> {
-    if number + 1 < head {
+    if number.saturating_add(1) < head {
         return Err(server_error(format!(
             "historical state is not available: block {number} is older than the head {head} \
              (only \"latest\" and \"pending\" are served)"
         )));
     }
-    if number > head + 1 {
+    if number > head.saturating_add(1) {
         return Err(server_error("header not found"));
     }
     Ok(())
@@ -131,6 +131,7 @@ mod tests {
             "header not found"
         );
         assert!(check_state_block(0, 0).is_ok());
+        assert!(check_state_block(u64::MAX, 9).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonrpsee::RpcModule;
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
 use tower_http::cors::CorsLayer;
 
@@ -15,6 +16,7 @@ use crate::rpc::api::{ApiSettings, EthApi, EthRpcServer};
 use crate::rpc::filters::FilterRegistry;
 use crate::rpc::ids::HexIdProvider;
 use crate::rpc::logs::LogLimits;
+use crate::rpc::middleware::Clarify;
 
 const GWEI: u128 = 1_000_000_000;
 
@@ -121,9 +123,13 @@ pub async fn serve(
         .set_id_provider(HexIdProvider)
         .build();
     let middleware = tower::ServiceBuilder::new().layer(CorsLayer::permissive());
+    let max_response = options.max_response_body_size;
+    let rpc_middleware =
+        RpcServiceBuilder::new().layer_fn(move |service| Clarify::new(service, max_response));
     let server = Server::builder()
         .set_config(config)
         .set_http_middleware(middleware)
+        .set_rpc_middleware(rpc_middleware)
         .build(listen)
         .await
         .map_err(|source| RpcError::Bind {

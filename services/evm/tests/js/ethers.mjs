@@ -4,7 +4,9 @@ import { ethers } from "ethers";
 import { BURST, MNEMONIC, RPC_URL, SUPPLY, artifact, check, equal, run, withTimeout } from "./lib.mjs";
 
 await run("ethers", async () => {
-  const provider = new ethers.JsonRpcProvider(RPC_URL);
+  // ethers answers a repeated request from a 250 ms cache by default, which on a chain that
+  // commits in milliseconds returns a stale nonce right after a deployment.
+  const provider = new ethers.JsonRpcProvider(RPC_URL, undefined, { cacheTimeout: -1 });
   provider.pollingInterval = 100;
   const network = await provider.getNetwork();
   const deployer = ethers.HDNodeWallet.fromPhrase(MNEMONIC, undefined, "m/44'/60'/0'/0/0").connect(provider);
