@@ -734,3 +734,13 @@ async fn filters_report_changes_since_the_last_poll() {
     let reply = server.rpc("eth_getFilterChanges", json!([blocks])).await;
     assert_eq!(reply["error"]["message"], "filter not found", "{reply}");
 }
+
+#[tokio::test]
+async fn a_stopped_server_refuses_connections() {
+    let server = TestServer::start().await;
+    assert_eq!(server.result("eth_chainId", json!([])).await, "0xcbdc");
+    let url = server.url();
+    server.handle.clone().stop().await;
+    let refused = reqwest::Client::new().post(url).body("{}").send().await;
+    assert!(refused.is_err(), "{refused:?}");
+}

@@ -197,3 +197,25 @@ async fn subscriptions_use_geths_wire_format_and_end_on_unsubscribe() {
     assert_eq!(reply["id"], 5, "{reply}");
     assert_eq!(reply["result"], false, "{reply}");
 }
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_still_gets_every_head_in_order() {
+    let server = TestServer::start().await;
+    let mut ws = RawWs::connect(&server.handle.ws_url()).await;
+    let reply = ws.call(1, "eth_subscribe", json!(["newHeads"])).await;
+    assert!(reply["result"].is_string(), "{reply}");
+    // More blocks than the fixture's broadcast holds (64), sealed without waiting for the
+    // subscriber: it lags and fills the gap from the chain.
+    const BLOCKS: u64 = 200;
+    for _ in 0..BLOCKS {
+        server.chain.seal().await;
+    }
+    for expected in 1..=BLOCKS {
+        let note = ws.receive().await;
+        assert_eq!(
+            note["params"]["result"]["number"],
+            format!("{expected:#x}"),
+            "{note}"
+        );
+    }
+}
