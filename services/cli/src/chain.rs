@@ -3,6 +3,7 @@
 
 use alloy_primitives::{Address, U256, address};
 use clap::Args;
+use parsec_evm::rpc::{RpcHandle, RpcOptions};
 use parsec_evm::{ChainSettings, DEFAULT_CHAIN_ID, EvmConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -70,11 +71,15 @@ impl ChainArgs {
     }
 }
 
-/// Serves Ethereum JSON-RPC for `chain` on `listen` in the background.
+/// Serves Ethereum JSON-RPC for `chain` on `listen` in the background, until the handle is
+/// stopped or dropped.
 pub async fn serve_rpc(
     chain: std::sync::Arc<parsec_evm::AgentChain>,
     listen: SocketAddr,
-) -> Result<(), crate::node::NodeError> {
-    let _ = (chain, listen);
-    Ok(())
+) -> Result<RpcHandle, crate::node::NodeError> {
+    let handle = parsec_evm::rpc::serve(chain, listen, RpcOptions::default())
+        .await
+        .map_err(|e| crate::node::NodeError::Connect(format!("JSON-RPC on {listen}: {e}")))?;
+    tracing::info!(url = %handle.http_url(), "serving Ethereum JSON-RPC");
+    Ok(handle)
 }

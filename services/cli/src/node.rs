@@ -170,7 +170,7 @@ async fn start_chain(
     source: Arc<dyn BlockClockSource>,
     settings: &Settings,
     setup: RpcSetup,
-) -> Result<Arc<AgentChain>, NodeError> {
+) -> Result<(Arc<AgentChain>, parsec_evm::rpc::RpcHandle), NodeError> {
     let id = u64::from(agent.broker().agent().0);
     let chain = AgentChain::start(Arc::clone(agent), id, source, lease(settings), setup.chain);
     chain
@@ -183,8 +183,8 @@ async fn start_chain(
             .await
             .map_err(|e| NodeError::Connect(format!("funding the development accounts: {e}")))?;
     }
-    crate::chain::serve_rpc(Arc::clone(&chain), setup.listen).await?;
-    Ok(chain)
+    let rpc = crate::chain::serve_rpc(Arc::clone(&chain), setup.listen).await?;
+    Ok((chain, rpc))
 }
 
 fn raft_config(settings: &Settings) -> RaftConfig {

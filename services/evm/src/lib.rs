@@ -5,7 +5,8 @@
 //! - [`tx`]: raw transactions decoded, hashed and checked (alloy), errors in geth's words;
 //! - [`executor`]: one transaction executed over a [`KeyAccess`](parsec_agent::runner::KeyAccess),
 //!   its keys discovered and locked in batches, its writes and receipt returned;
-//! - [`call`]: `eth_call` / `eth_estimateGas` over lock-free reads ([`reader::StateReader`]).
+//! - [`call`]: `eth_call` / `eth_estimateGas` over lock-free reads ([`reader::StateReader`]);
+//! - [`chain`]: the chain as Ethereum tools see it, which [`rpc`] serves over JSON-RPC.
 
 pub mod call;
 pub mod chain;
@@ -15,6 +16,7 @@ mod diff;
 pub mod executor;
 mod machine;
 pub mod reader;
+pub mod rpc;
 pub mod state;
 pub mod tx;
 mod view;

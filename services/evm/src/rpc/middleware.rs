@@ -1,0 +1,123 @@
+//! JSON-RPC middleware: invalid-params errors say what is wrong in their message, as geth's do
+//! (jsonrpsee puts the reason in `data` under a bare "Invalid params", which client libraries
+//! do not show); and the calls of a batch run concurrently (jsonrpsee runs them one after
+//! another, so a burst of transactions batched by a client would wait on each other).
+
+use std::future::Future;
+
+use jsonrpsee::core::server::{BatchResponseBuilder, MethodResponse};
+use jsonrpsee::server::middleware::rpc::{Batch, BatchEntry, Notification, Request, RpcServiceT};
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::Value;
+
+use crate::rpc::error::INVALID_PARAMS;
+
+/// jsonrpsee's message for every invalid-params error.
+const JSONRPSEE_INVALID_PARAMS: &str = "Invalid params";
+
+#[derive(Clone, Debug)]
+pub struct Clarify<S> {
+    inner: S,
+    max_response_body_size: usize,
+}
+
+impl<S> Clarify<S> {
+    pub fn new(inner: S, max_response_body_size: u32) -> Self {
+        Self {
+            inner,
+            max_response_body_size: max_response_body_size as usize,
+        }
+    }
+}
+
+impl<S> RpcServiceT for Clarify<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+
+    fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let inner = self.inner.clone();
+        async move {
+            let id = request.id().into_owned();
+            let response = inner.call(request).await;
+            match clarified(&response) {
+                Some(error) => MethodResponse::error(id, error),
+                None => response,
+            }
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
+        let service = self.clone();
+        async move {
+            let mut got_notification = false;
+            let mut pending = Vec::new();
+            for entry in batch {
+                match entry {
+                    Ok(BatchEntry::Call(request)) => {
+                        pending.push(futures::future::Either::Left(service.call(request)))
+                    }
+                    Ok(BatchEntry::Notification(notification)) => {
+                        got_notification = true;
+                        service.inner.notification(notification).await;
+                    }
+                    Err(error) => {
+                        let (error, id) = error.into_parts();
+                        pending.push(futures::future::Either::Right(std::future::ready(
+                            MethodResponse::error(id, error),
+                        )));
+                    }
+                }
+            }
+            let mut responses =
+                BatchResponseBuilder::new_with_limit(service.max_response_body_size);
+            for response in futures::future::join_all(pending).await {
+                if let Err(too_big) = responses.append(response) {
+                    return too_big;
+                }
+            }
+            // As jsonrpsee: notifications only get no answer; an empty batch is invalid.
+            if responses.is_empty() && got_notification {
+                MethodResponse::notification()
+            } else {
+                MethodResponse::from_batch(responses.finish())
+            }
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        notification: Notification<'a>,
+    ) -> impl Future<Output = MethodResponse> + Send + 'a {
+        self.inner.notification(notification)
+    }
+}
+
+/// The error of `response` with its reason as the message, when it is jsonrpsee's bare
+/// invalid-params error.
+fn clarified(response: &MethodResponse) -> Option<ErrorObjectOwned> {
+    if response.as_error_code() != Some(INVALID_PARAMS) {
+        return None;
+    }
+    let json: Value = serde_json::from_str(response.to_json().get()).ok()?;
+    let error = json.get("error")?;
+    if error.get("message")?.as_str()? != JSONRPSEE_INVALID_PARAMS {
+        return None;
+    }
+    let reason = error.get("data")?.as_str()?;
+    Some(ErrorObjectOwned::owned(
+        INVALID_PARAMS,
+        format!("invalid argument: {reason}"),
+        None::<()>,
+    ))
+}

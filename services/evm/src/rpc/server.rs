@@ -1,0 +1,160 @@
+//! The server: jsonrpsee serving HTTP and WebSocket on one port, permissive CORS (browser
+//! wallets and dapps call it from any origin), batches, request-size, connection and filter
+//! limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonrpsee::RpcModule;
+use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
+use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use tower_http::cors::CorsLayer;
+
+use crate::chain::Chain;
+use crate::rpc::api::{ApiSettings, EthApi, EthRpcServer};
+use crate::rpc::filters::FilterRegistry;
+use crate::rpc::ids::HexIdProvider;
+use crate::rpc::logs::LogLimits;
+use crate::rpc::middleware::Clarify;
+
+const GWEI: u128 = 1_000_000_000;
+
+/// Limits and fee answers of the server.
+#[derive(Clone, Debug)]
+pub struct RpcOptions {
+    /// Largest request body (a batch counts as one): geth's 5 MiB.
+    pub max_request_body_size: u32,
+    /// Largest response body (`eth_getLogs` answers can be big).
+    pub max_response_body_size: u32,
+    /// Open HTTP and WebSocket connections at once.
+    pub max_connections: u32,
+    pub max_subscriptions_per_connection: u32,
+    /// Most calls in one batch (geth's `BatchRequestLimit`).
+    pub max_batch_len: u32,
+    /// Most blocks one `eth_getLogs` (or filter poll) may span.
+    pub max_logs_block_range: u64,
+    /// Most logs one `eth_getLogs` may return.
+    pub max_logs: usize,
+    /// Installed filters expire after this long without a poll (geth: 5 minutes).
+    pub filter_timeout: Duration,
+    pub max_filters: usize,
+    /// `eth_gasPrice`; `None` answers base fee + `priority_fee`.
+    pub gas_price: Option<u128>,
+    /// `eth_maxPriorityFeePerGas`.
+    pub priority_fee: u128,
+}
+
+impl Default for RpcOptions {
+    fn default() -> Self {
+        Self {
+            max_request_body_size: 5 * 1024 * 1024,
+            max_response_body_size: 100 * 1024 * 1024,
+            max_connections: 1_000,
+            max_subscriptions_per_connection: 1_024,
+            max_batch_len: 1_000,
+            max_logs_block_range: 10_000,
+            max_logs: 10_000,
+            filter_timeout: Duration::from_secs(5 * 60),
+            max_filters: 10_000,
+            gas_price: None,
+            priority_fee: GWEI,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("method registration failed: {0}")]
+    Register(#[from] jsonrpsee::core::RegisterMethodError),
+}
+
+/// A running server.
+#[derive(Debug, Clone)]
+pub struct RpcHandle {
+    local_addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+impl RpcHandle {
+    /// The address bound (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// Stops accepting and closes connections; resolves once the server has stopped.
+    pub async fn stop(self) {
+        // Already stopping is fine: either way we wait for the end.
+        let _ = self.handle.stop();
+        self.handle.stopped().await;
+    }
+
+    /// Resolves when the server stops (after [`RpcHandle::stop`] from any clone).
+    pub async fn stopped(self) {
+        self.handle.stopped().await;
+    }
+}
+
+/// Serves Ethereum JSON-RPC for `chain` on `listen` (HTTP and WebSocket on the same port).
+pub async fn serve(
+    chain: Arc<dyn Chain>,
+    listen: SocketAddr,
+    options: RpcOptions,
+) -> Result<RpcHandle, RpcError> {
+    let config = ServerConfig::builder()
+        .max_request_body_size(options.max_request_body_size)
+        .max_response_body_size(options.max_response_body_size)
+        .max_connections(options.max_connections)
+        .max_subscriptions_per_connection(options.max_subscriptions_per_connection)
+        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch_len))
+        .set_id_provider(HexIdProvider)
+        .build();
+    let middleware = tower::ServiceBuilder::new().layer(CorsLayer::permissive());
+    let max_response = options.max_response_body_size;
+    let rpc_middleware =
+        RpcServiceBuilder::new().layer_fn(move |service| Clarify::new(service, max_response));
+    let server = Server::builder()
+        .set_config(config)
+        .set_http_middleware(middleware)
+        .set_rpc_middleware(rpc_middleware)
+        .build(listen)
+        .await
+        .map_err(|source| RpcError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local_addr = server.local_addr().map_err(|source| RpcError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let filters = Arc::new(FilterRegistry::new(
+        options.filter_timeout,
+        options.max_filters,
+    ));
+    let settings = ApiSettings {
+        gas_price: options.gas_price,
+        priority_fee: options.priority_fee,
+        logs: LogLimits {
+            max_blocks: options.max_logs_block_range.max(1),
+            max_logs: options.max_logs,
+        },
+    };
+    let mut module = RpcModule::new(());
+    module.merge(EthApi::new(chain, filters, settings).into_rpc())?;
+    let handle = server.start(module);
+    tracing::info!(%local_addr, "JSON-RPC listening (HTTP and WebSocket)");
+    Ok(RpcHandle { local_addr, handle })
+}
