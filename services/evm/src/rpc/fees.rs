@@ -58,7 +58,78 @@ pub fn rewards(block: &Block, percentiles: &[f64]) -> Vec<u128> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use alloy_consensus::{Signed, TxEnvelope, TxLegacy};
+    use alloy_primitives::{Address, Bytes, Signature, TxKind, U256};
+
     use super::*;
+    use crate::chain::BlockTx;
+    use crate::executor::Receipt;
+
+    /// A legacy transaction paying `gas_price` that used `gas_used`.
+    fn paying(gas_price: u128, gas_used: u64) -> BlockTx {
+        let tx = TxLegacy {
+            chain_id: Some(1),
+            nonce: 0,
+            gas_price,
+            gas_limit: 100_000,
+            to: TxKind::Call(Address::repeat_byte(2)),
+            value: U256::ZERO,
+            input: Bytes::new(),
+        };
+        let signed = Signed::new_unhashed(tx, Signature::test_signature());
+        let hash = *signed.hash();
+        BlockTx {
+            envelope: TxEnvelope::Legacy(signed),
+            hash,
+            sender: Address::repeat_byte(1),
+            receipt: Receipt {
+                tx_hash: hash,
+                tx_type: 0,
+                from: Address::repeat_byte(1),
+                to: Some(Address::repeat_byte(2)),
+                nonce: 0,
+                status: true,
+                gas_used,
+                effective_gas_price: gas_price,
+                contract_address: None,
+                logs: Vec::new(),
+                output: Bytes::new(),
+                halt_reason: None,
+            },
+            cumulative_gas_used: 0,
+            first_log_index: 0,
+        }
+    }
+
+    #[test]
+    fn rewards_are_tips_at_gas_weighted_percentiles() {
+        // Base fee 10: tips 1 (10k gas), 5 (30k gas), 2 (60k gas); sorted by tip the gas
+        // reaches 10k, 70k, 100k.
+        let block = Block {
+            base_fee: 10,
+            gas_used: 100_000,
+            transactions: vec![paying(11, 10_000), paying(15, 30_000), paying(12, 60_000)],
+            ..empty_block()
+        };
+        assert_eq!(
+            rewards(&block, &[0.0, 10.0, 11.0, 70.0, 71.0, 100.0]),
+            vec![1, 1, 2, 2, 5, 5]
+        );
+    }
+
+    fn empty_block() -> Block {
+        Block {
+            number: 1,
+            hash: Default::default(),
+            parent_hash: Default::default(),
+            timestamp: 0,
+            base_fee: 1,
+            gas_limit: 30_000_000,
+            gas_used: 0,
+            logs_bloom: Default::default(),
+            transactions: vec![],
+        }
+    }
 
     #[test]
     fn percentiles_are_checked_like_geth() {
@@ -72,17 +143,6 @@ mod tests {
 
     #[test]
     fn an_empty_block_pays_no_reward() {
-        let block = Block {
-            number: 1,
-            hash: Default::default(),
-            parent_hash: Default::default(),
-            timestamp: 0,
-            base_fee: 1,
-            gas_limit: 30_000_000,
-            gas_used: 0,
-            logs_bloom: Default::default(),
-            transactions: vec![],
-        };
-        assert_eq!(rewards(&block, &[25.0, 75.0]), vec![0, 0]);
+        assert_eq!(rewards(&empty_block(), &[25.0, 75.0]), vec![0, 0]);
     }
 }
