@@ -77,7 +77,13 @@ pub async fn serve_rpc(
     chain: std::sync::Arc<parsec_evm::AgentChain>,
     listen: SocketAddr,
 ) -> Result<RpcHandle, crate::node::NodeError> {
-    let handle = parsec_evm::rpc::serve(chain, listen, RpcOptions::default())
+    // No suggested tip: a tip credits the fee recipient, an account every transaction would
+    // then write (and so serialise on).
+    let options = RpcOptions {
+        priority_fee: 0,
+        ..RpcOptions::default()
+    };
+    let handle = parsec_evm::rpc::serve(chain, listen, options)
         .await
         .map_err(|e| crate::node::NodeError::Connect(format!("JSON-RPC on {listen}: {e}")))?;
     tracing::info!(url = %handle.http_url(), "serving Ethereum JSON-RPC");
