@@ -40,7 +40,10 @@ pub fn cluster_config(
             replicas: members(Group::TicketMachine),
         },
         agents: Vec::new(),
-        settings: Settings::default(),
+        settings: Settings {
+            block_interval_ms: cluster.spec.chain.block_interval_ms,
+            ..Settings::default()
+        },
     };
     config.validate().map_err(BuildError::Topology)?;
     Ok(config)
