@@ -3,22 +3,17 @@
 
 mod common;
 
+use common::in_process::{self, WAIT, sealed};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256, TxKind, U256};
 use alloy_sol_types::{SolCall, SolEvent, SolValue};
 use common::{Fee, IToken, Wallet, token_artifact, with_args};
-use parsec_agent::agent::{Agent, AgentSettings};
-use parsec_agent::lua::LuaRunner;
-use parsec_broker::{Broker, BrokerSettings, LocalShard, ShardTransport};
-use parsec_core::{AgentId, Settings, ShardId};
-use parsec_evm::chain::{Block, SendError};
+use parsec_evm::chain::SendError;
 use parsec_evm::{AgentChain, Chain, ChainSettings, EvmConfig, TxError};
-use parsec_shard::{ShardEngine, ShardService};
-use parsec_ticketer::{ClockSettings, TicketDispenser, TicketMachineService};
 
-const WAIT: Duration = Duration::from_secs(30);
 const GWEI: u128 = 1_000_000_000;
 
 struct World {
@@ -27,50 +22,15 @@ struct World {
 }
 
 async fn world(nonce_gap_timeout: Duration) -> World {
-    let settings = Settings::default();
-    let lease = Duration::from_millis(400);
-    let shards: Vec<Arc<dyn ShardTransport>> = (0..3)
-        .map(|i| {
-            let engine = ShardEngine::with_lease(ShardId(i), lease);
-            let service = ShardService::new(engine, Duration::from_secs(5));
-            Arc::new(LocalShard(service)) as _
-        })
-        .collect();
-    let clock = ClockSettings {
-        interval: Duration::from_millis(50),
-        lease,
-    };
-    let ticket_machine = TicketMachineService::new(clock);
-    ticket_machine.spawn_sealer();
-    let dispenser = TicketDispenser::new(
-        Arc::new(ticket_machine.clone()),
-        settings.ticket_range_size,
-        Duration::from_millis(settings.ticket_range_max_age_ms),
-    );
-    let broker = Broker::new(
-        AgentId(7),
-        shards,
-        dispenser,
-        BrokerSettings::from(&settings),
-    );
-    let agent = Agent::new(
-        broker,
-        Arc::new(LuaRunner::from_settings(&settings)),
-        AgentSettings::from(&settings),
-    );
-    let chain_settings = ChainSettings {
+    let settings = ChainSettings {
         evm: EvmConfig::default(),
         base_fee: GWEI as u64,
         nonce_gap_timeout,
         accounts: Vec::new(),
     };
-    let chain = AgentChain::start(agent, 7, Arc::new(ticket_machine), lease, chain_settings);
-    chain.wait_ready(WAIT).await.expect("block clock");
     let alice = Wallet::new(0xa1);
-    chain
-        .fund(&[alice.address()], U256::from(10u128.pow(21)))
-        .await
-        .expect("fund");
+    let chain =
+        in_process::chain(3, settings, &[alice.address()], U256::from(10u128.pow(21))).await;
     World { chain, alice }
 }
 
@@ -82,28 +42,6 @@ fn transfer(wallet: &mut Wallet, to: Address, value: u64) -> alloy_primitives::B
         21_000,
         Fee::default(),
     )
-}
-
-/// Waits (by block notifications, bounded) until every hash in `hashes` is in a sealed block.
-async fn sealed(chain: &AgentChain, hashes: &[B256]) -> Vec<Arc<Block>> {
-    let mut blocks = chain.subscribe_blocks();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut found = Vec::new();
-        for hash in hashes {
-            match chain.transaction(*hash).await.expect("lookup") {
-                Some(lookup) => found.push(lookup.block),
-                None => break,
-            }
-        }
-        if found.len() == hashes.len() {
-            return found;
-        }
-        tokio::time::timeout_at(deadline, blocks.recv())
-            .await
-            .expect("transactions sealed in time")
-            .expect("block feed");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,11 @@
 
 mod common;
 
+use common::in_process;
+use parsec_evm::Chain as _;
+use parsec_evm::ChainSettings;
+use parsec_evm::chain::SendError;
+
 use std::collections::BTreeSet;
 
 use alloy_eips::eip2930::{AccessList, AccessListItem};
@@ -488,4 +493,72 @@ async fn calls_agree_with_plain_revm() {
         U256::abi_decode(&out.output).unwrap(),
         U256::from(1_000_001u64)
     );
+}
+
+/// The same sequence through an agent over three shards (locks, two-phase commit, the block
+/// clock; in one process): the same outcomes, receipts and final state as plain revm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parsec_over_three_shards_matches_plain_revm() {
+    let (txs, funded) = sequence();
+    let block = block();
+    let settings = ChainSettings {
+        evm: config(),
+        base_fee: block.base_fee,
+        nonce_gap_timeout: std::time::Duration::from_millis(200),
+        accounts: Vec::new(),
+    };
+    let chain = in_process::chain(3, settings, &funded, U256::from(1_000 * ETH)).await;
+    let mut reference = Reference {
+        db: CacheDB::new(EmptyDB::default()),
+        config: config(),
+    };
+    for address in &funded {
+        reference.fund(*address, U256::from(1_000 * ETH));
+    }
+    let mut committed = Vec::new();
+    for (i, raw) in txs.iter().enumerate() {
+        let expected = reference.send(raw, &block);
+        match (chain.send_raw_transaction(raw.clone()).await, expected) {
+            (Ok(hash), Some(expected)) => committed.push((i, hash, expected)),
+            // A nonce ahead of the account's waits for its predecessors, then fails.
+            (Err(SendError::Invalid(_) | SendError::NonceGap { .. }), None) => {}
+            (ours, theirs) => panic!("tx {i}: ours {ours:?}, revm {theirs:?}"),
+        }
+    }
+    let hashes: Vec<B256> = committed.iter().map(|(_, hash, _)| *hash).collect();
+    in_process::sealed(&chain, &hashes).await;
+    let mut statuses = Vec::new();
+    for (i, hash, expected) in &committed {
+        let lookup = chain.transaction(*hash).await.unwrap().unwrap();
+        let receipt = &lookup.tx().receipt;
+        assert_eq!(receipt.status, expected.is_success(), "tx {i} status");
+        assert_eq!(receipt.gas_used, expected.tx_gas_used(), "tx {i} gas");
+        let logs = if expected.is_success() {
+            expected.logs().to_vec()
+        } else {
+            Vec::new()
+        };
+        assert_eq!(receipt.logs, logs, "tx {i} logs");
+        statuses.push(receipt.status);
+    }
+    assert!(statuses.iter().any(|s| *s) && statuses.iter().any(|s| !*s));
+    for (address, account) in &reference.db.cache.accounts {
+        let info = &account.info;
+        let ours = chain.account(*address).await.unwrap();
+        assert_eq!(ours.balance, info.balance, "balance of {address}");
+        assert_eq!(ours.nonce, info.nonce, "nonce of {address}");
+        if info.code_hash != KECCAK256_EMPTY {
+            let code = reference.db.cache.contracts[&info.code_hash].original_bytes();
+            assert_eq!(ours.code, code, "code of {address}");
+        } else {
+            assert!(ours.code.is_empty(), "code of {address}");
+        }
+        for (slot, value) in &account.storage {
+            assert_eq!(
+                chain.storage(*address, *slot).await.unwrap(),
+                *value,
+                "slot {slot} of {address}"
+            );
+        }
+    }
 }

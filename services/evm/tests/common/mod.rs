@@ -20,6 +20,8 @@ use parsec_evm::{
     decode_transaction,
 };
 
+pub mod in_process;
+
 pub const GWEI: u128 = 1_000_000_000;
 pub const ETH: u128 = 1_000_000_000_000_000_000;
 
