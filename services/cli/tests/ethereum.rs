@@ -1,5 +1,6 @@
 //! Ethereum tools against the real system: ethers 6, viem 2 and web3.js 4 (Node, scripts in
-//! services/evm/tests/js) against `parsec dev`, and `parsec bench erc20` across the two agents of
+//! services/evm/tests/js; `accounting.mjs` checks fees to the wei, a mined revert, 50 concurrent
+//! transfers from 10 accounts and getLogs by block hash) against `parsec dev`, and `parsec bench erc20` across the two agents of
 //! a multi-process cluster — both agents stamp blocks, the token total is conserved and every
 //! account holds exactly what the acknowledged transfers say.
 //!
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
 const WAIT: Duration = Duration::from_secs(60);
-const SCRIPTS: [&str; 3] = ["ethers.mjs", "viem.mjs", "web3.mjs"];
+const SCRIPTS: [&str; 4] = ["ethers.mjs", "viem.mjs", "web3.mjs", "accounting.mjs"];
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../evm/tests/js")
@@ -77,6 +78,8 @@ impl Dev {
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(PARSEC)
             .args(["dev", "--in-memory", "--block-interval-ms", "100"])
+            // A base fee, so that the accounting script sees fees charged to the wei.
+            .args(["--base-fee-wei", "1000000000"])
             .args(["--listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--rpc-listen", &rpc])
             .stdout(log.try_clone().unwrap())
