@@ -4,6 +4,7 @@
 mod cluster;
 mod lua;
 mod node;
+mod observe;
 mod status;
 
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
         /// Keep nothing on disk: the state is gone when the process ends.
         #[arg(long)]
         in_memory: bool,
+        /// Serve /metrics, /healthz and /readyz here.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Serve one replica of one shard (Raft-replicated).
     Shard {
@@ -71,8 +75,14 @@ enum Command {
     Agent {
         #[command(flatten)]
         node: NodeArgs,
-        #[arg(long)]
-        agent: u32,
+        /// The agent's number in the topology (it listens on the address listed there).
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        agent: Option<u32>,
+        /// Run as an agent known by this name (e.g. its pod name) instead of a number in the
+        /// topology: its id is a stable hash of the name (see `AgentId::from_name`); needs
+        /// --listen.
+        #[arg(long, requires = "listen")]
+        name: Option<String>,
     },
     /// Start or stop a local multi-process cluster on 127.0.0.1.
     Cluster {
@@ -114,6 +124,9 @@ struct NodeArgs {
     /// Listen here instead of on the address the topology gives.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +237,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             shards,
             data_dir,
             in_memory,
+            metrics_listen,
         } => {
             let storage = if in_memory {
                 node::DevStorage::Memory
@@ -231,7 +245,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 node::DevStorage::Disk(data_dir)
             };
             runtime()?
-                .block_on(node::run_dev(listen, shards, storage))
+                .block_on(observe::with_metrics(
+                    metrics_listen,
+                    node::run_dev(listen, shards, storage),
+                ))
                 .map_err(|e| e.to_string())?
         }
         Command::Shard {
@@ -242,12 +259,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let config = load(&node.topology)?;
             runtime()?
-                .block_on(node::run_shard(
-                    &config,
-                    ShardId(shard),
-                    NodeId(node_id),
-                    &data_dir,
-                    node.listen,
+                .block_on(observe::with_metrics(
+                    node.metrics_listen,
+                    node::run_shard(
+                        &config,
+                        ShardId(shard),
+                        NodeId(node_id),
+                        &data_dir,
+                        node.listen,
+                    ),
                 ))
                 .map_err(|e| e.to_string())?
         }
@@ -258,18 +278,27 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let config = load(&node.topology)?;
             runtime()?
-                .block_on(node::run_ticketer(
-                    &config,
-                    NodeId(node_id),
-                    &data_dir,
-                    node.listen,
+                .block_on(observe::with_metrics(
+                    node.metrics_listen,
+                    node::run_ticketer(&config, NodeId(node_id), &data_dir, node.listen),
                 ))
                 .map_err(|e| e.to_string())?
         }
-        Command::Agent { node, agent } => {
+        Command::Agent { node, agent, name } => {
             let config = load(&node.topology)?;
+            let id = match (agent, &name) {
+                (Some(number), _) => AgentId(number),
+                (None, Some(name)) => AgentId::from_name(name),
+                (None, None) => return Err("give --agent N or --name NAME".into()),
+            };
+            if let Some(name) = &name {
+                tracing::info!(%name, agent = %id, "agent id derived from its name");
+            }
             runtime()?
-                .block_on(node::run_agent(&config, AgentId(agent), node.listen))
+                .block_on(observe::with_metrics(
+                    node.metrics_listen,
+                    node::run_agent(&config, id, node.listen),
+                ))
                 .map_err(|e| e.to_string())?
         }
         Command::Cluster { command } => return cluster_command(command),
@@ -327,6 +356,7 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             for (i, agent) in started.agents.iter().enumerate() {
                 println!("  agent {i}:        {agent}");
             }
+            println!("  metrics:        {}", started.metrics_targets.display());
             println!("  logs:           {}", dir.join("logs").display());
             println!("stop it with: parsec cluster down --dir {}", dir.display());
         }
