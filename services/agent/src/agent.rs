@@ -110,6 +110,11 @@ impl Agent {
         &self.broker
     }
 
+    /// The runner's name (the `runner` label of the agent's metrics).
+    pub fn runner_name(&self) -> &'static str {
+        self.runner.name()
+    }
+
     /// Runs `call` until it commits, fails for good, or times out.
     #[tracing::instrument(skip_all, fields(contract = %parsec_core::display_key(&call.contract)))]
     pub async fn execute(&self, call: Call) -> Result<CallResult, AgentError> {
@@ -162,6 +167,8 @@ impl Agent {
         F: Fn(Ticket, u32) -> Fut,
         Fut: Future<Output = Result<CallResult, AttemptError>>,
     {
+        // Counted as failed if it ends early (overloaded, no ticket, timeout, caller gone).
+        let measured = crate::metrics::Measured::start(self.runner.name());
         let _permit = self
             .in_flight
             .try_acquire()
@@ -171,9 +178,10 @@ impl Agent {
         let mut attempt = 0u32;
         loop {
             match attempt_once(ticket, attempt).await {
-                Ok(result) => return Ok(result),
-                Err(AttemptError::Fatal(error)) => return Err(error),
+                Ok(result) => return Ok(measured.committed(result)),
+                Err(AttemptError::Fatal(error)) => return Err(measured.failed(error)),
                 Err(AttemptError::Retry { reason, backoff }) => {
+                    measured.retry(&reason);
                     attempt += 1;
                     if started.elapsed() >= self.settings.transaction_timeout {
                         return Err(AgentError::Timeout {

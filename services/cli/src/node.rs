@@ -257,6 +257,7 @@ pub async fn run_ticketer(
     )
     .await?;
     crate::observe::raft_member(&raft, "ticket-machine", data_dir);
+    parsec_ticketer::metrics::register_all();
     tracing::info!(%node, %address, data_dir = %data_dir.display(), "ticket machine serving");
     let router = server()
         .add_routes(raft.routes())

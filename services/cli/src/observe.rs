@@ -57,9 +57,11 @@ pub fn raft_member<S: Send + Sync + 'static>(
 /// How often an agent checks that it reaches the shards and the ticket machine.
 const AGENT_CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// Exports the JSON-RPC metrics (at zero before the first request) and keeps the agent's readiness:
+/// Exports an agent's metrics (at zero before its first transaction) and keeps its readiness:
 /// ready while every shard answers and the ticket machine hands out tickets.
 pub fn agent(agent: &Arc<Agent>) {
+    parsec_agent::metrics::register_all(agent.runner_name());
+    parsec_broker::metrics::register_all();
     parsec_telemetry::rpc::register_all();
     let component = Health::global().component("agent");
     let agent = Arc::downgrade(agent);

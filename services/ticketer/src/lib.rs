@@ -9,6 +9,7 @@
 
 pub mod dispenser;
 pub mod machine;
+pub mod metrics;
 pub mod service;
 
 pub use dispenser::{RangeSource, TicketDispenser, TicketError};
