@@ -16,6 +16,25 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Prometheus (Debian package `prometheus`: `prometheus` and `promtool`) checks the alert rules
+# and runs under the monitoring test (services/cli/tests/monitoring.rs), which says SKIPPED
+# without it.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "== apt-get install prometheus"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y --no-install-recommends prometheus \
+            || { apt-get update && apt-get install -y --no-install-recommends prometheus; } \
+            || echo "cannot install prometheus: the rules check and the monitoring test are skipped"
+    fi
+fi
+echo "== promtool check rules"
+if command -v promtool >/dev/null; then
+    promtool check rules manifests/monitoring/parsec-rules.yaml
+else
+    echo "SKIPPED: promtool not installed (Debian package prometheus)"
+fi
+
 echo "== cargo test"
 cargo test --workspace --locked
 

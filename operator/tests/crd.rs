@@ -46,13 +46,10 @@ fn checked_in_crd_copies_are_not_stale() {
              # kubectl apply --server-side -f manifests/install.yaml\n{generated}---\n{operator}"
         ),
     );
-    // The chart ships the same dashboard as the operator.
-    let dashboard =
-        std::fs::read_to_string(repo("operator/dashboards/parsec-overview.json")).unwrap();
-    check_file(
-        "charts/parsec-operator/files/parsec-overview.json",
-        &dashboard,
-    );
+    // The chart ships the same dashboards and rules as the operator (from manifests/monitoring).
+    for (name, json) in parsec_operator::build::config_map::DASHBOARDS {
+        check_file(&format!("charts/parsec-operator/files/{name}"), json);
+    }
 }
 
 #[test]

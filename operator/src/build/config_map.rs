@@ -10,8 +10,25 @@ use super::topology::to_yaml;
 use crate::naming::{TOPOLOGY_FILE, dashboard_config_map, instance_labels, topology_config_map};
 use crate::validate::ValidatedCluster;
 
-/// The Grafana dashboard shipped with the operator.
-pub const OVERVIEW_DASHBOARD: &str = include_str!("../../dashboards/parsec-overview.json");
+/// The Grafana dashboards (file name, JSON), the one copy kept in `manifests/monitoring/`.
+pub const DASHBOARDS: [(&str, &str); 4] = [
+    (
+        "parsec-overview.json",
+        include_str!("../../../manifests/monitoring/parsec-overview.json"),
+    ),
+    (
+        "parsec-shards-raft.json",
+        include_str!("../../../manifests/monitoring/parsec-shards-raft.json"),
+    ),
+    (
+        "parsec-agents.json",
+        include_str!("../../../manifests/monitoring/parsec-agents.json"),
+    ),
+    (
+        "parsec-operator.json",
+        include_str!("../../../manifests/monitoring/parsec-operator.json"),
+    ),
+];
 
 pub fn topology(
     cluster: &ValidatedCluster,
@@ -42,10 +59,12 @@ pub fn dashboards(cluster: &ValidatedCluster) -> ConfigMap {
     }
     ConfigMap {
         metadata: cluster.child_meta(dashboard_config_map(&cluster.name), labels),
-        data: Some(BTreeMap::from([(
-            "parsec-overview.json".to_string(),
-            OVERVIEW_DASHBOARD.to_string(),
-        )])),
+        data: Some(
+            DASHBOARDS
+                .iter()
+                .map(|(name, json)| (name.to_string(), json.to_string()))
+                .collect(),
+        ),
         ..ConfigMap::default()
     }
 }

@@ -33,6 +33,8 @@ pub enum BuildError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the embedded alert rules (manifests/monitoring/parsec-rules.yaml) are invalid: {0}")]
+    Rules(#[source] serde_yaml::Error),
 }
 
 /// How big one Raft group's StatefulSet is right now.

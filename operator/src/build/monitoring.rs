@@ -54,60 +54,18 @@ pub fn service_monitor(cluster: &ValidatedCluster) -> Result<DynamicObject, Buil
     ))
 }
 
-/// Alert rules. Data-plane metric names are the contract with `parsec --metrics-listen`.
+/// The alert rules of every cluster: the plain rules file of `manifests/monitoring/`, the one
+/// copy `promtool` checks and the Prometheus test evaluates.
+pub const RULES: &str = include_str!("../../../manifests/monitoring/parsec-rules.yaml");
+
+/// Alert rules, as a PrometheusRule. The rules aggregate by `namespace`, so one object serves
+/// every cluster a Prometheus watches (two clusters' identical alerts deduplicate).
 pub fn prometheus_rule(cluster: &ValidatedCluster) -> Result<DynamicObject, BuildError> {
-    let ns = &cluster.namespace;
-    let rules = json!([
-        {
-            "alert": "ParsecRaftGroupWithoutLeader",
-            "expr": format!("max by (namespace, service) (parsec_raft_is_leader{{namespace=\"{ns}\"}}) < 1"),
-            "for": "1m",
-            "labels": {"severity": "critical"},
-            "annotations": {
-                "summary": "Raft group {{ $labels.service }} has no leader",
-                "description": "No member of {{ $labels.service }} has been leader for a minute: the group accepts no writes."
-            }
-        },
-        {
-            "alert": "ParsecMemberDown",
-            "expr": format!("up{{namespace=\"{ns}\", service=~\"{}-.*\"}} == 0", cluster.name),
-            "for": "5m",
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": "{{ $labels.pod }} is not serving metrics",
-                "description": "{{ $labels.pod }} has been unreachable for five minutes."
-            }
-        },
-        {
-            "alert": "ParsecTransactionErrors",
-            "expr": format!(
-                "sum(rate(parsec_agent_transactions_total{{namespace=\"{ns}\", outcome!=\"committed\"}}[5m])) / sum(rate(parsec_agent_transactions_total{{namespace=\"{ns}\"}}[5m])) > 0.05"
-            ),
-            "for": "10m",
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": "More than 5% of transactions fail",
-                "description": "Agents of {{ $labels.namespace }} fail more than 5% of transactions."
-            }
-        },
-        {
-            "alert": "ParsecVolumeAlmostFull",
-            "expr": format!(
-                "kubelet_volume_stats_used_bytes{{namespace=\"{ns}\", persistentvolumeclaim=~\"data-{}-.*\"}} / kubelet_volume_stats_capacity_bytes{{namespace=\"{ns}\", persistentvolumeclaim=~\"data-{}-.*\"}} > 0.8",
-                cluster.name, cluster.name
-            ),
-            "for": "15m",
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": "Volume {{ $labels.persistentvolumeclaim }} is over 80% full",
-                "description": "Grow spec.shards.storage.size (or ticketMachine.storage.size); volumes expand in place."
-            }
-        }
-    ]);
+    let rules: serde_json::Value = serde_yaml::from_str(RULES).map_err(BuildError::Rules)?;
     Ok(object(
         cluster,
         &prometheus_rule_resource(),
         &cluster.spec.monitoring.prometheus_rule.labels,
-        json!({"groups": [{"name": format!("parsec-{}", cluster.name), "rules": rules}]}),
+        json!({"groups": rules["groups"]}),
     ))
 }

@@ -2,6 +2,7 @@
 //! older transaction wounds it.
 
 use crate::access::TransactionAccess;
+use crate::metrics::FailureOutcome;
 use crate::runner::{AccessError, RunError, Runner};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -118,6 +119,11 @@ impl Agent {
         &self.broker
     }
 
+    /// The runner's name (the `runner` label of the agent's metrics).
+    pub fn runner_name(&self) -> &'static str {
+        self.runner.name()
+    }
+
     /// Runs `call` until it commits, fails for good, or times out.
     #[tracing::instrument(skip_all, fields(contract = %parsec_core::display_key(&call.contract)))]
     pub async fn execute(&self, call: Call) -> Result<CallResult, AgentError> {
@@ -170,19 +176,26 @@ impl Agent {
         F: Fn(Ticket, u32) -> Fut,
         Fut: Future<Output = Result<CallResult, AttemptError>>,
     {
-        self.transact(attempt_once).await
+        self.transact(self.runner.name(), attempt_once).await
     }
 
-    /// Runs a transaction of any runtime: takes a ticket and calls `attempt_once(ticket,
-    /// attempt)` until it commits (`Ok`), fails for good ([`AttemptError::Fatal`]) or the
-    /// transaction timeout passes. Each attempt starts its own broker transaction with
-    /// [`Broker::begin`]`(ticket, attempt)` and must commit or roll it back.
-    pub async fn transact<T, E, F, Fut>(&self, attempt_once: F) -> Result<T, E>
+    /// Runs a transaction of any runtime (`runner` names it in metrics): takes a ticket and
+    /// calls `attempt_once(ticket, attempt)` until it commits (`Ok`), fails for good
+    /// ([`AttemptError::Fatal`]) or the transaction timeout passes. Each attempt starts its own
+    /// broker transaction with [`Broker::begin`]`(ticket, attempt)` and must commit or roll it
+    /// back.
+    pub async fn transact<T, E, F, Fut>(
+        &self,
+        runner: &'static str,
+        attempt_once: F,
+    ) -> Result<T, E>
     where
-        E: From<AgentError>,
+        E: From<AgentError> + FailureOutcome,
         F: Fn(Ticket, u32) -> Fut,
         Fut: Future<Output = Result<T, AttemptError<E>>>,
     {
+        // Counted as failed if it ends early (overloaded, no ticket, timeout, caller gone).
+        let measured = crate::metrics::Measured::start(runner);
         let _permit = self
             .in_flight
             .try_acquire()
@@ -192,17 +205,18 @@ impl Agent {
         let mut attempt = 0u32;
         loop {
             match attempt_once(ticket, attempt).await {
-                Ok(result) => return Ok(result),
-                Err(AttemptError::Fatal(error)) => return Err(error),
+                Ok(result) => return Ok(measured.committed(result)),
+                Err(AttemptError::Fatal(error)) => return Err(measured.failed(error)),
                 Err(AttemptError::Retry { reason, backoff }) => {
+                    measured.retry(&reason);
                     attempt += 1;
                     if started.elapsed() >= self.settings.transaction_timeout {
-                        return Err(AgentError::Timeout {
+                        let timeout = AgentError::Timeout {
                             attempts: attempt,
                             elapsed: started.elapsed(),
                             last: reason,
-                        }
-                        .into());
+                        };
+                        return Err(measured.failed(E::from(timeout)));
                     }
                     tracing::debug!(%ticket, attempt, %reason, "retrying");
                     if backoff {

@@ -7,6 +7,7 @@
 //! phase finished in the background. Every RPC has a deadline.
 
 pub mod error;
+pub mod metrics;
 pub mod peers;
 pub mod transaction;
 pub mod transport;

@@ -68,6 +68,13 @@ impl Transaction {
     /// shards in parallel. The first failure cancels the other requests.
     #[tracing::instrument(skip_all, fields(ticket = %self.ticket, attempt = self.attempt))]
     pub async fn lock(&mut self, requests: &[(Key, LockMode)]) -> Result<Vec<Value>, BrokerError> {
+        let started = std::time::Instant::now();
+        let result = self.lock_keys(requests).await;
+        crate::metrics::lock_waited(started.elapsed());
+        result
+    }
+
+    async fn lock_keys(&mut self, requests: &[(Key, LockMode)]) -> Result<Vec<Value>, BrokerError> {
         let directory = self.broker.directory();
         let mut values: Vec<Option<Value>> = vec![None; requests.len()];
         // shard → key → (mode, indexes of the request that asked for it)

@@ -5,6 +5,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parsec_core::config::{AgentEndpoint, RaftGroup, Replica, ShardGroup};
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,8 @@ struct Process {
     name: String,
     args: Vec<String>,
     address: String,
+    /// The Raft group it is a member of (`ticket-machine`, `shard-N`); none for agents.
+    group: Option<String>,
 }
 
 /// Endpoints of a started cluster.
@@ -67,6 +70,61 @@ pub struct Started {
     pub agents: Vec<String>,
     /// Every agent's Ethereum JSON-RPC endpoint.
     pub rpc: Vec<String>,
+    /// Prometheus file-based service discovery of every process's `/metrics`.
+    pub metrics_targets: PathBuf,
+}
+
+/// Where `up` writes the metrics address of every process, in Prometheus's file-based service
+/// discovery format (`file_sd_configs`), labelled as the operator's ServiceMonitor labels pods.
+const METRICS_TARGETS: &str = "metrics-targets.json";
+
+/// The label Prometheus Operator gives a target from the `parsec.dev/group` Service label (the
+/// ServiceMonitor's `targetLabels`): the same name locally keeps one set of rules and dashboards.
+const GROUP_TARGET_LABEL: &str = "parsec_dev_group";
+
+/// Process name → metrics address, from `DIR/metrics-targets.json` (none if absent).
+fn metrics_addresses(dir: &Path) -> Result<BTreeMap<String, String>, ClusterError> {
+    let path = dir.join(METRICS_TARGETS);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(io_error(&path)(e)),
+    };
+    let groups: Vec<serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| io_error(&path)(std::io::Error::other(e)))?;
+    Ok(groups
+        .iter()
+        .filter_map(|g| {
+            let name = g["labels"]["pod"].as_str()?;
+            let target = g["targets"][0].as_str()?;
+            Some((name.to_owned(), target.to_owned()))
+        })
+        .collect())
+}
+
+/// Writes the metrics targets of `processes` (named in `addresses`) for Prometheus.
+fn write_metrics_targets(
+    dir: &Path,
+    config: &ClusterConfig,
+    processes: &[Process],
+    addresses: &BTreeMap<String, String>,
+) -> Result<PathBuf, ClusterError> {
+    let targets: Vec<serde_json::Value> = processes
+        .iter()
+        .filter_map(|p| {
+            let address = addresses.get(&p.name)?;
+            let mut labels = serde_json::json!({"pod": p.name, "namespace": config.name});
+            if let Some(group) = &p.group {
+                labels[GROUP_TARGET_LABEL] = group.clone().into();
+            }
+            Some(serde_json::json!({"targets": [address], "labels": labels}))
+        })
+        .collect();
+    let path = dir.join(METRICS_TARGETS);
+    let text = serde_json::to_string_pretty(&targets)
+        .map_err(|e| io_error(&path)(std::io::Error::other(e)))?;
+    std::fs::write(&path, text).map_err(io_error(&path))?;
+    Ok(path)
 }
 
 /// Ports the kernel considers free right now.
@@ -131,6 +189,7 @@ pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
 fn raft_member(
     role: &str,
     name: String,
+    group: String,
     group_args: &[String],
     replica: &Replica,
     topology: &str,
@@ -148,6 +207,7 @@ fn raft_member(
         args,
         name,
         address: replica.address.clone(),
+        group: Some(group),
     }
 }
 
@@ -159,7 +219,8 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
         .iter()
         .map(|replica| {
             let name = format!("ticketer-{}", replica.node_id.0);
-            raft_member("ticketer", name, &[], replica, &topology, data)
+            let group = "ticket-machine".to_owned();
+            raft_member("ticketer", name, group, &[], replica, &topology, data)
         })
         .collect();
     for group in &config.shards {
@@ -169,6 +230,7 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
             out.push(raft_member(
                 "shard",
                 name,
+                group.id.to_string(),
                 &shard_args,
                 replica,
                 &topology,
@@ -198,9 +260,22 @@ fn processes(config: &ClusterConfig, topology: &Path, data: &Path) -> Vec<Proces
             name: format!("agent-{}", agent.id.0),
             args,
             address: agent.address.clone(),
+            group: None,
         });
     }
     out
+}
+
+/// `processes` with `--metrics-listen` added for those that have a metrics address.
+fn with_metrics(mut processes: Vec<Process>, addresses: &BTreeMap<String, String>) -> Vec<Process> {
+    for process in &mut processes {
+        if let Some(address) = addresses.get(&process.name) {
+            process
+                .args
+                .extend(["--metrics-listen".into(), address.clone()]);
+        }
+    }
+    processes
 }
 
 /// The shape of a local cluster.
@@ -222,7 +297,8 @@ pub fn start_process(dir: &Path, name: &str, wipe: bool) -> Result<(), ClusterEr
     let topology = dir.join("topology.yaml");
     let config = ClusterConfig::load(&topology)?;
     let data = dir.join("data");
-    let process = processes(&config, &topology, &data)
+    let metrics = metrics_addresses(dir)?;
+    let process = with_metrics(processes(&config, &topology, &data), &metrics)
         .into_iter()
         .find(|p| p.name == name)
         .ok_or_else(|| ClusterError::UnknownProcess(name.to_owned()))?;
@@ -274,9 +350,9 @@ fn spawn(
 
 /// Starts a cluster in `dir` and returns once every process accepts connections.
 pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
-    // One port per process, and one more per agent for JSON-RPC.
-    let ports_needed =
-        (shape.replicas + shape.shards * shape.shard_replicas + 2 * shape.agents) as usize;
+    let processes_needed =
+        (shape.replicas + shape.shards * shape.shard_replicas + shape.agents) as usize;
+    let ports_needed = processes_needed + shape.agents as usize;
     let pids = dir.join("pids");
     if live_pids(&pids)?.into_iter().next().is_some() {
         return Err(ClusterError::AlreadyRunning(dir.display().to_string()));
@@ -286,8 +362,11 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
     for folder in [dir, &logs, &pids, &data] {
         std::fs::create_dir_all(folder).map_err(io_error(folder))?;
     }
-    let ports = free_ports(ports_needed)?;
-    let mut config = local_topology(&shape, &ports);
+    // One port for each process's service and each agent's JSON-RPC, then one for each
+    // process's metrics.
+    let ports = free_ports(ports_needed + processes_needed)?;
+    let (ports, metrics_ports) = ports.split_at(ports_needed);
+    let mut config = local_topology(&shape, ports);
     config.settings.raft_snapshot_every = shape.snapshot_every;
     config.settings.raft_logs_kept = config.settings.raft_logs_kept.min(shape.snapshot_every);
     let topology = dir.join("topology.yaml");
@@ -297,7 +376,14 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
     let exe = std::env::current_exe().map_err(io_error(Path::new("parsec")))?;
     let mut started: Vec<(Process, Child, PathBuf)> = Vec::new();
     let data = data.canonicalize().map_err(io_error(&data))?;
-    for process in processes(&config, &topology, &data) {
+    let all = processes(&config, &topology, &data);
+    let metrics: BTreeMap<String, String> = all
+        .iter()
+        .zip(metrics_ports)
+        .map(|(p, port)| (p.name.clone(), format!("127.0.0.1:{port}")))
+        .collect();
+    let metrics_targets = write_metrics_targets(dir, &config, &all, &metrics)?;
+    for process in with_metrics(all, &metrics) {
         let (child, log_path) = spawn(&process, &exe, &logs, &pids)?;
         started.push((process, child, log_path));
     }
@@ -336,6 +422,7 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
             .iter()
             .filter_map(|a| a.rpc_address.clone())
             .collect(),
+        metrics_targets,
     })
 }
 

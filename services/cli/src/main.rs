@@ -5,6 +5,7 @@ mod chain;
 mod cluster;
 mod lua;
 mod node;
+mod observe;
 mod status;
 
 use clap::{Args, Parser, Subcommand};
@@ -55,6 +56,9 @@ enum Command {
         block_interval_ms: Option<u64>,
         #[command(flatten)]
         chain: chain::ChainArgs,
+        /// Serve /metrics, /healthz and /readyz here.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Serve one replica of one shard (Raft-replicated).
     Shard {
@@ -85,8 +89,14 @@ enum Command {
     Agent {
         #[command(flatten)]
         node: NodeArgs,
-        #[arg(long)]
-        agent: u32,
+        /// The agent's number in the topology (it listens on the address listed there).
+        #[arg(long, required_unless_present = "name", conflicts_with = "name")]
+        agent: Option<u32>,
+        /// Run as an agent known by this name (e.g. its pod name) instead of a number in the
+        /// topology: its id is a stable hash of the name (see `AgentId::from_name`); needs
+        /// --listen.
+        #[arg(long, requires = "listen")]
+        name: Option<String>,
         /// Serve Ethereum JSON-RPC (HTTP and WebSocket) here.
         #[arg(long)]
         rpc_listen: Option<SocketAddr>,
@@ -133,6 +143,9 @@ struct NodeArgs {
     /// Listen here instead of on the address the topology gives.
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Serve /metrics, /healthz and /readyz here.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -276,6 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             rpc_listen,
             block_interval_ms,
             chain,
+            metrics_listen,
         } => {
             let storage = if in_memory {
                 node::DevStorage::Memory
@@ -289,12 +303,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 fund: dev_accounts.then(|| (chain::DEV_ACCOUNTS.to_vec(), chain::dev_balance())),
             };
             runtime()?
-                .block_on(node::run_dev(
-                    listen,
-                    shards,
-                    storage,
-                    rpc,
-                    block_interval_ms,
+                .block_on(observe::with_metrics(
+                    metrics_listen,
+                    node::run_dev(listen, shards, storage, rpc, block_interval_ms),
                 ))
                 .map_err(|e| e.to_string())?
         }
@@ -306,12 +317,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let config = load(&node.topology)?;
             runtime()?
-                .block_on(node::run_shard(
-                    &config,
-                    ShardId(shard),
-                    NodeId(node_id),
-                    &data_dir,
-                    node.listen,
+                .block_on(observe::with_metrics(
+                    node.metrics_listen,
+                    node::run_shard(
+                        &config,
+                        ShardId(shard),
+                        NodeId(node_id),
+                        &data_dir,
+                        node.listen,
+                    ),
                 ))
                 .map_err(|e| e.to_string())?
         }
@@ -326,21 +340,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 config.settings.block_interval_ms = interval;
             }
             runtime()?
-                .block_on(node::run_ticketer(
-                    &config,
-                    NodeId(node_id),
-                    &data_dir,
-                    node.listen,
+                .block_on(observe::with_metrics(
+                    node.metrics_listen,
+                    node::run_ticketer(&config, NodeId(node_id), &data_dir, node.listen),
                 ))
                 .map_err(|e| e.to_string())?
         }
         Command::Agent {
             node,
             agent,
+            name,
             rpc_listen,
             chain,
         } => {
             let config = load(&node.topology)?;
+            let id = match (agent, &name) {
+                (Some(number), _) => AgentId(number),
+                (None, Some(name)) => AgentId::from_name(name),
+                (None, None) => return Err("give --agent N or --name NAME".into()),
+            };
+            if let Some(name) = &name {
+                tracing::info!(%name, agent = %id, "agent id derived from its name");
+            }
             let dev_accounts = chain.dev_accounts_or(false);
             let rpc = rpc_listen.map(|listen| node::RpcSetup {
                 listen,
@@ -348,7 +369,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 fund: dev_accounts.then(|| (chain::DEV_ACCOUNTS.to_vec(), chain::dev_balance())),
             });
             runtime()?
-                .block_on(node::run_agent(&config, AgentId(agent), node.listen, rpc))
+                .block_on(observe::with_metrics(
+                    node.metrics_listen,
+                    node::run_agent(&config, id, node.listen, rpc),
+                ))
                 .map_err(|e| e.to_string())?
         }
         Command::Cluster { command } => return cluster_command(command),
@@ -412,6 +436,7 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             for (i, rpc) in started.rpc.iter().enumerate() {
                 println!("  JSON-RPC {i}:     http://{rpc}");
             }
+            println!("  metrics:        {}", started.metrics_targets.display());
             println!("  logs:           {}", dir.join("logs").display());
             println!("stop it with: parsec cluster down --dir {}", dir.display());
         }

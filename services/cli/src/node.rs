@@ -267,11 +267,13 @@ pub async fn run_shard(
         &config.settings,
     )
     .await?;
+    crate::observe::raft_member(&raft, &shard.to_string(), data_dir);
     let engine = ShardEngine::replicated(shard, raft.clone(), lease(&config.settings));
     start_recovery(&engine, grpc_shards(config)?, &config.settings);
     tracing::info!(%shard, %node, %address, data_dir = %data_dir.display(), "shard serving");
     let router = server()
         .add_routes(raft.routes())
+        .add_service(crate::observe::raft_health())
         .add_service(shard_service(engine, &config.settings).into_server());
     let served = serve(address, router).await;
     // Close the log cleanly before the process exits.
@@ -297,11 +299,14 @@ pub async fn run_ticketer(
         &config.settings,
     )
     .await?;
+    crate::observe::raft_member(&raft, "ticket-machine", data_dir);
+    parsec_ticketer::metrics::register_all();
     tracing::info!(%node, %address, data_dir = %data_dir.display(), "ticket machine serving");
     let service = TicketMachineService::replicated(raft.clone(), clock_settings(&config.settings));
     service.spawn_sealer();
     let router = server()
         .add_routes(raft.routes())
+        .add_service(crate::observe::raft_health())
         .add_service(service.into_server());
     let served = serve(address, router).await;
     raft.shutdown().await;
@@ -331,9 +336,13 @@ pub async fn run_agent(
     listen: Option<SocketAddr>,
     rpc: Option<RpcSetup>,
 ) -> Result<(), NodeError> {
-    let endpoint = config
-        .agent(id)
-        .ok_or_else(|| NodeError::Topology(format!("the topology has no {id}")))?;
+    // An agent named by `--name` is not in the topology: it listens where `--listen` says.
+    let address = match config.agent(id) {
+        Some(endpoint) => listen_or(listen, &endpoint.address)?,
+        None => listen.ok_or_else(|| {
+            NodeError::Topology(format!("the topology has no {id}; give --listen"))
+        })?,
+    };
     let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
     let shards = grpc_shards(config)?;
     let ticket_machine: Vec<String> = config
@@ -350,11 +359,13 @@ pub async fn run_agent(
         Some(setup) => Some(start_chain(&agent, Arc::new(tickets), &config.settings, setup).await?),
         None => None,
     };
-    let address = listen_or(listen, &endpoint.address)?;
+    crate::observe::agent(&agent);
     tracing::info!(agent = %id, %address, "agent serving");
     serve(
         address,
-        server().add_service(AgentService::new(agent).into_server()),
+        server()
+            .add_service(crate::observe::agent_health())
+            .add_service(AgentService::new(agent).into_server()),
     )
     .await
 }
@@ -425,6 +436,7 @@ pub async fn run_dev(
                 let dir = dir.join(format!("shard-{i}"));
                 let raft =
                     start_member(&me, NodeId(0), &dir, StateMachine::new(), &settings).await?;
+                crate::observe::raft_member(&raft, &id.to_string(), &dir);
                 rafts.push(raft.clone());
                 ShardEngine::replicated(id, raft, lease(&settings))
             }
@@ -472,7 +484,10 @@ pub async fn run_dev(
     start_heartbeats(&agent, &settings).await;
     let rpc_listen = rpc.listen;
     let _chain = start_chain(&agent, Arc::new(ticket_machine), &settings, rpc).await?;
-    let router = server().add_service(AgentService::new(agent).into_server());
+    crate::observe::agent(&agent);
+    let router = server()
+        .add_service(crate::observe::agent_health())
+        .add_service(AgentService::new(agent).into_server());
     println!("parsec dev: {shard_count} shards, ticket machine and agent in one process");
     match &storage {
         DevStorage::Disk(dir) => println!("  data (Raft logs, snapshots): {}", dir.display()),

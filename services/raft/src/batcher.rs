@@ -36,9 +36,10 @@ impl Batcher {
     pub(crate) fn start(
         raft: Raft,
         leader_of: impl Fn(Option<NodeId>) -> Option<(NodeId, String)> + Send + Sync + 'static,
+        write_seconds: WriteHistogram,
     ) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(raft, receiver, Arc::new(leader_of)));
+        tokio::spawn(run(raft, receiver, Arc::new(leader_of), write_seconds));
         Batcher { queue }
     }
 
@@ -56,10 +57,14 @@ impl Batcher {
 
 type LeaderOf = Arc<dyn Fn(Option<NodeId>) -> Option<(NodeId, String)> + Send + Sync>;
 
+/// Commit-and-apply latency of batches, set once the node exports metrics.
+pub(crate) type WriteHistogram = Arc<std::sync::OnceLock<prometheus::Histogram>>;
+
 async fn run(
     raft: Raft,
     mut receiver: mpsc::UnboundedReceiver<(Vec<u8>, Reply)>,
     leader_of: LeaderOf,
+    write_seconds: WriteHistogram,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = receiver.recv().await {
@@ -79,10 +84,15 @@ async fn run(
         }
         let raft = raft.clone();
         let leader_of = leader_of.clone();
+        let write_seconds = write_seconds.clone();
         tokio::spawn(async move {
             let (commands, replies): (Vec<Vec<u8>>, Vec<Reply>) = batch.into_iter().unzip();
+            let started = std::time::Instant::now();
             let outcome = raft.client_write(Command(commands)).await;
             drop(permit);
+            if let (Ok(_), Some(histogram)) = (&outcome, write_seconds.get()) {
+                histogram.observe(started.elapsed().as_secs_f64());
+            }
             match outcome {
                 Ok(response) => {
                     for (reply, result) in replies.into_iter().zip(response.data.0) {

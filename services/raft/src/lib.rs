@@ -6,11 +6,13 @@
 //! - [`network`]: node-to-node gRPC transport (`parsec.raft.v1.RaftTransport`);
 //! - [`admin`]: operator gRPC API (`parsec.raft.v1.RaftAdmin`);
 //! - [`node`]: [`RaftNode`], which ties them together;
+//! - [`metrics`]: Prometheus metrics and readiness of a member;
 //! - [`redirect`]: "not the leader" refusals and the clients that follow them.
 
 pub mod admin;
 mod batcher;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod redirect;

@@ -100,7 +100,13 @@ pub struct LogStore {
     committed: Arc<Mutex<Option<LogId>>>,
     /// fsynced write transactions, for status reports.
     syncs: Arc<AtomicU64>,
+    /// Where durable writes report their duration, once the node exports metrics.
+    fsync_seconds: FsyncHistogram,
 }
+
+/// The histogram of durable log writes, set by [`crate::metrics`] when the node is given its
+/// group label (the log is opened before the node knows it).
+pub(crate) type FsyncHistogram = Arc<std::sync::OnceLock<prometheus::Histogram>>;
 
 impl LogStore {
     /// Opens (or creates) `raft.redb` in `dir`.
@@ -116,6 +122,7 @@ impl LogStore {
             db: Arc::new(db),
             committed: Arc::new(Mutex::new(None)),
             syncs: Arc::default(),
+            fsync_seconds: Arc::default(),
         };
         let committed = store.read_meta_blocking::<LogId>(KEY_COMMITTED, "committed log id")?;
         *store.committed.lock() = committed;
@@ -125,6 +132,18 @@ impl LogStore {
     /// Last committed log id known to this node (may lag after a restart until the leader speaks).
     pub fn committed(&self) -> Option<LogId> {
         *self.committed.lock()
+    }
+
+    /// Counts one fsynced write transaction that started at `started`.
+    fn synced(&self, started: std::time::Instant) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        if let Some(histogram) = self.fsync_seconds.get() {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    pub(crate) fn fsync_histogram(&self) -> FsyncHistogram {
+        self.fsync_seconds.clone()
     }
 
     /// A handle to [`Self::committed`] that does not keep the database open.
@@ -177,6 +196,7 @@ impl LogStore {
     ) -> Result<(), LogStoreError> {
         let bytes = encode(what, value)?;
         let synced = matches!(durability, Durability::Immediate);
+        let started = std::time::Instant::now();
         self.blocking(move |db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(durability)?;
@@ -189,7 +209,7 @@ impl LogStore {
         })
         .await?;
         if synced {
-            self.syncs.fetch_add(1, Ordering::Relaxed);
+            self.synced(started);
         }
         Ok(())
     }
@@ -224,6 +244,7 @@ impl LogStore {
             Some(id) => Some(encode("last purged log id", id)?),
             None => None,
         };
+        let started = std::time::Instant::now();
         self.blocking(move |db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::Immediate)?;
@@ -239,7 +260,7 @@ impl LogStore {
             Ok(())
         })
         .await?;
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced(started);
         Ok(())
     }
 }
@@ -342,6 +363,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 encode("log entry", &entry).map_err(write_err)?,
             ));
         }
+        let started = std::time::Instant::now();
         let result = self
             .blocking(move |db| {
                 let mut txn = db.begin_write()?;
@@ -358,7 +380,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         match result {
             Ok(()) => {
-                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.synced(started);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

@@ -133,6 +133,9 @@ pub struct RaftNode<S> {
     write_timeout: Duration,
     batcher: Batcher,
     server: Mutex<Option<ServerHandle>>,
+    /// Latency instruments filled in by [`crate::metrics`] once the group is named.
+    pub(crate) fsync_seconds: crate::log_store::FsyncHistogram,
+    pub(crate) write_seconds: crate::batcher::WriteHistogram,
 }
 
 impl<S: ReplicatedState> RaftNode<S> {
@@ -160,6 +163,8 @@ impl<S: ReplicatedState> RaftNode<S> {
         let raft_config = Arc::new(config.raft.validate()?);
         let committed = log.committed_handle();
         let log_open = log.open_watch();
+        let fsync_seconds = log.fsync_histogram();
+        let write_seconds = crate::batcher::WriteHistogram::default();
         let raft = Raft::new(
             node_id,
             raft_config,
@@ -170,18 +175,22 @@ impl<S: ReplicatedState> RaftNode<S> {
         .await?;
         tracing::info!(node_id, dir = %dir.display(), "raft node started");
         let members = raft.clone();
-        let batcher = Batcher::start(raft.clone(), move |id| {
-            let id = id?;
-            let metrics = members.metrics();
-            let address = metrics
-                .borrow()
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-                .unwrap_or_default();
-            Some((id, address))
-        });
+        let batcher = Batcher::start(
+            raft.clone(),
+            move |id| {
+                let id = id?;
+                let metrics = members.metrics();
+                let address = metrics
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.addr.clone())
+                    .unwrap_or_default();
+                Some((id, address))
+            },
+            write_seconds.clone(),
+        );
         Ok(RaftNode {
             batcher,
             id: node_id,
@@ -192,6 +201,8 @@ impl<S: ReplicatedState> RaftNode<S> {
             sm,
             write_timeout: config.write_timeout,
             server: Mutex::new(None),
+            fsync_seconds,
+            write_seconds,
         })
     }
 
@@ -256,6 +267,21 @@ impl<S> RaftNode<S> {
     /// The underlying openraft handle (metrics, `wait`, membership changes, triggers).
     pub fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// Last committed log index known to this node.
+    pub fn committed_index(&self) -> Option<u64> {
+        self.committed.get().map(|l| l.index)
+    }
+
+    /// fsyncs of the log since this node started.
+    pub fn fsyncs(&self) -> u64 {
+        self.committed.syncs()
+    }
+
+    /// Size in bytes of the latest snapshot on disk.
+    pub fn snapshot_size(&self) -> u64 {
+        self.sm.snapshot_size()
     }
 
     /// Latest openraft metrics.

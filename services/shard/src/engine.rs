@@ -17,6 +17,7 @@
 
 use crate::lock_table::{Event, LockError, LockTable, Phase};
 use crate::log::{ReplicationError, ShardLog};
+use crate::metrics::{LockResult, ShardMetrics, TicketOutcome};
 use crate::state_machine::{ApplyError, Command, RecordState, StateMachine};
 use parking_lot::Mutex;
 use parsec_core::{AgentId, Key, LockMode, ShardId, Ticket, Value, WriteSet};
@@ -296,6 +297,7 @@ pub struct ShardEngine {
     default_lease: Duration,
     /// How long a replicated write or a catch-up may take before its outcome counts as unknown.
     write_timeout: Duration,
+    metrics: ShardMetrics,
 }
 
 /// The default agent lease (see `Settings::agent_lease_ms`).
@@ -348,6 +350,7 @@ impl ShardEngine {
             leading: watch::Sender::new(leading),
             default_lease,
             write_timeout: Duration::from_secs(5),
+            metrics: ShardMetrics::new(id),
         }
     }
 
@@ -501,6 +504,17 @@ impl ShardEngine {
     /// wait deadline passes (the ticket is then rolled back here).
     #[tracing::instrument(skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
     pub async fn lock(&self, batch: LockBatch) -> Reply {
+        let reply = self.lock_batch(batch).await;
+        self.metrics.lock(match &reply {
+            Ok(_) => LockResult::Granted,
+            Err(ShardError::Lock(LockError::Wounded { .. })) => LockResult::Wounded,
+            Err(ShardError::LockTimeout { .. }) => LockResult::Timeout,
+            Err(_) => LockResult::Refused,
+        });
+        reply
+    }
+
+    async fn lock_batch(&self, batch: LockBatch) -> Reply {
         validate_keys(batch.locks.iter().map(|(k, _)| k))?;
         let ticket = batch.ticket;
         let reply = {
@@ -536,6 +550,9 @@ impl ShardEngine {
                 },
             );
             inner.dispatch(events, &self.log);
+            if inner.waiters.contains_key(&ticket) {
+                self.metrics.waits.inc();
+            }
             receiver
         };
         // If the caller goes away (deadline, disconnect) the guard rolls the ticket back here,
@@ -578,8 +595,15 @@ impl ShardEngine {
             )));
         }
         let engine = self.clone();
-        self.detached(async move { engine.run_prepare(batch).await })
-            .await
+        let vote = self
+            .detached(async move { engine.run_prepare(batch).await })
+            .await;
+        match vote {
+            Ok(Vote::Prepared) => self.metrics.ticket(TicketOutcome::Prepared),
+            Ok(Vote::Committed) => self.metrics.ticket(TicketOutcome::Committed),
+            _ => {}
+        }
+        vote
     }
 
     async fn run_prepare(self, batch: PrepareBatch) -> Result<Vote, ShardError> {
@@ -664,7 +688,11 @@ impl ShardEngine {
     /// Applies a prepared ticket's writes and releases its locks. Idempotent.
     #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
     pub async fn commit(&self, ticket: Ticket) -> Result<(), ShardError> {
-        self.settle(ticket, Command::Commit { ticket }).await
+        let result = self.settle(ticket, Command::Commit { ticket }).await;
+        if result.is_ok() {
+            self.metrics.ticket(TicketOutcome::Committed);
+        }
+        result
     }
 
     /// Forgets a committed ticket (and any lock it still holds). Idempotent.
@@ -703,6 +731,14 @@ impl ShardEngine {
         attempt: u32,
         fence: bool,
     ) -> Result<(), ShardError> {
+        let result = self.roll_back(ticket, attempt, fence).await;
+        if result.is_ok() {
+            self.metrics.ticket(TicketOutcome::Aborted);
+        }
+        result
+    }
+
+    async fn roll_back(&self, ticket: Ticket, attempt: u32, fence: bool) -> Result<(), ShardError> {
         loop {
             let settled = self.settled.notified();
             {
@@ -842,6 +878,7 @@ impl ShardEngine {
             tracing::info!(shard = %self.id, %agent, "agent restarted: recovering its tickets");
             let orphans = self.abandon(&mut inner, agent);
             inner.restarted_orphans.extend(orphans);
+            self.metrics.lease_expiries.inc();
         }
         inner.leases.insert(
             agent,
@@ -887,6 +924,7 @@ impl ShardEngine {
             });
             if lease.expires <= now {
                 expired.push(agent);
+                self.metrics.lease_expiries.inc();
             }
         }
         let mut orphans = std::mem::take(&mut inner.restarted_orphans);
@@ -923,6 +961,17 @@ impl ShardEngine {
                 .map(|(&ticket, record)| orphan(ticket, record))
                 .collect()
         })
+    }
+
+    /// The shard's metrics (recovery records its resolutions; sizes are refreshed from
+    /// [`Self::status`] by [`Self::refresh_metrics`]).
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// Sets the size gauges (lock table, state) from the current status.
+    pub fn refresh_metrics(&self) {
+        self.metrics.sizes(&self.status());
     }
 
     pub fn status(&self) -> ShardStatus {

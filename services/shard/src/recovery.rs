@@ -108,6 +108,12 @@ pub async fn resolve(engine: &ShardEngine, peers: &dyn Peers, orphan: &Orphan) -
     }
     let resolution = decide(orphan, &others);
     tracing::info!(ticket = %orphan.ticket, agent = %orphan.agent, ?resolution, "resolving orphaned ticket");
+    let label = match &resolution {
+        Resolution::Commit => "commit",
+        Resolution::Finish => "finish",
+        Resolution::Abort { .. } => "abort",
+        Resolution::Wait => "wait",
+    };
     let outcome = match resolution {
         Resolution::Commit => engine.commit(orphan.ticket).await,
         Resolution::Finish => engine.finish(orphan.ticket).await,
@@ -123,7 +129,10 @@ pub async fn resolve(engine: &ShardEngine, peers: &dyn Peers, orphan: &Orphan) -
         }
     };
     match outcome {
-        Ok(()) => true,
+        Ok(()) => {
+            engine.metrics().recovered(label);
+            true
+        }
         Err(error) => {
             tracing::warn!(ticket = %orphan.ticket, %error, "recovery step failed; retrying later");
             false
@@ -143,6 +152,8 @@ pub fn spawn_recovery(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            // Sizes are gauges on every replica (followers have the state too).
+            engine.refresh_metrics();
             if !engine.is_leading() {
                 // The next leader sweeps from what the log holds.
                 pending.clear();

@@ -10,6 +10,7 @@
 pub mod chain;
 pub mod dispenser;
 pub mod machine;
+pub mod metrics;
 pub mod service;
 
 pub use chain::{ClockView, SealedParts};

@@ -190,9 +190,11 @@ impl TicketMachineService {
 #[async_trait]
 impl RangeSource for TicketMachineService {
     async fn allocate(&self, count: u64) -> Result<TicketRange, TicketError> {
-        TicketMachineService::allocate(self, count)
+        let range = TicketMachineService::allocate(self, count)
             .await
-            .map_err(|status| TicketError::Unreachable(status.message().to_owned()))
+            .map_err(|status| TicketError::Unreachable(status.message().to_owned()))?;
+        crate::metrics::issued(&range);
+        Ok(range)
     }
 }
 
@@ -209,6 +211,7 @@ impl pb::ticket_machine_server::TicketMachine for TicketMachineService {
             ));
         }
         let range = TicketMachineService::allocate(self, count).await?;
+        crate::metrics::issued(&range);
         Ok(Response::new(pb::TicketRange {
             start: range.start,
             count: range.count,

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use parsec_agent::access::TransactionAccess;
 use parsec_agent::agent::{Agent, AgentError, AttemptError};
+use parsec_agent::metrics::{FailureOutcome, Outcome};
 use parsec_agent::runner::KeyAccess;
 use parsec_broker::Broker;
 use parsec_core::{Key, LockMode, Value, WriteSet};
@@ -73,6 +74,17 @@ pub struct AgentChain {
     blocks: BlockStore,
     nonces: Arc<NonceGate>,
     new_blocks: broadcast::Sender<Arc<Block>>,
+}
+
+impl FailureOutcome for SendError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            SendError::Invalid(_) | SendError::NonceGap { .. } => Outcome::Aborted,
+            SendError::Overloaded | SendError::Failed { .. } | SendError::Exec(_) => {
+                Outcome::Failed
+            }
+        }
+    }
 }
 
 impl From<AgentError> for SendError {
@@ -148,7 +160,7 @@ impl AgentChain {
             .map(|address| (state::account_key(address), LockMode::Write))
             .collect();
         self.agent
-            .transact(|ticket, attempt| {
+            .transact("evm", |ticket, attempt| {
                 let broker = Arc::clone(&broker);
                 let keys = keys.clone();
                 async move {
@@ -395,7 +407,9 @@ impl Chain for AgentChain {
             let turn = place.turn().await;
             let outcome: Result<Receipt, SendError> = self
                 .agent
-                .transact(|ticket, attempt| self.attempt(&tx, ticket, attempt, &hints))
+                .transact("evm", |ticket, attempt| {
+                    self.attempt(&tx, ticket, attempt, &hints)
+                })
                 .await;
             drop(turn);
             match outcome {

@@ -245,7 +245,7 @@ impl BlockProducer {
             .map(|block| (part_key(*block, self.agent_id), LockMode::Write))
             .collect();
         self.agent
-            .transact(|ticket, attempt| {
+            .transact("evm", |ticket, attempt| {
                 let broker = Arc::clone(&broker);
                 let keys = keys.clone();
                 async move {
