@@ -274,6 +274,17 @@ fn a_partitioned_leader_commits_nothing_and_rejoins_after_healing() {
     net.start("agent", None, &agent);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (old, _) = runtime.block_on(group_leader(&net.shard_addresses(), None));
+    // The bench needs the agent serving: wait for its port (bounded) before starting it.
+    let agent_address = net.address(254, 7400);
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(&agent_address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never listened on {agent_address}\n{}",
+            net.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let bench = Command::new(PARSEC)
         .args([
@@ -285,7 +296,7 @@ fn a_partitioned_leader_commits_nothing_and_rejoins_after_healing() {
             "--concurrency",
             "32",
         ])
-        .args(["--duration", "300", "--agents", &net.address(254, 7400)])
+        .args(["--duration", "300", "--agents", &agent_address])
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(net.dir.path().join("bench.log")).expect("bench log"))
         .spawn()

@@ -415,6 +415,9 @@ impl Chain for AgentChain {
             match outcome {
                 Ok(receipt) => {
                     self.nonces.committed(tx.sender, tx.nonce());
+                    parsec_telemetry::EvmMetrics::global()
+                        .gas_used
+                        .inc_by(receipt.gas_used);
                     tracing::debug!(tx = %tx.hash, status = receipt.status, "committed");
                     return Ok(tx.hash);
                 }
@@ -426,6 +429,7 @@ impl Chain for AgentChain {
                     // The predecessor may finish here (which wakes us) or at another agent
                     // (which only a new attempt notices): try again at least every 200 ms.
                     let left = deadline.saturating_duration_since(Instant::now());
+                    let queue = &parsec_telemetry::EvmMetrics::global().future_nonce_queue_depth;
                     if left.is_zero() {
                         return Err(SendError::NonceGap {
                             sender,
@@ -434,7 +438,9 @@ impl Chain for AgentChain {
                             waited_ms: self.settings.nonce_gap_timeout.as_millis() as u64,
                         });
                     }
+                    queue.inc();
                     progressed(&mut progress, left.min(Duration::from_millis(200))).await;
+                    queue.dec();
                 }
                 Err(error) => return Err(error),
             }

@@ -49,11 +49,19 @@ where
         let inner = self.inner.clone();
         async move {
             let id = request.id().into_owned();
+            let method = request.method_name().to_owned();
+            let started = std::time::Instant::now();
             let response = inner.call(request).await;
-            match clarified(&response) {
+            let response = match clarified(&response) {
                 Some(error) => MethodResponse::error(id, error),
                 None => response,
-            }
+            };
+            parsec_telemetry::RpcMetrics::global().record(
+                &method,
+                started.elapsed(),
+                response.as_error_code(),
+            );
+            response
         }
     }
 
