@@ -235,6 +235,32 @@ impl Cluster {
         );
     }
 
+    /// ERC-20 transfers over the agents' JSON-RPC endpoints: data for the JSON-RPC, EVM and
+    /// block panels.
+    fn erc20(&self) -> Value {
+        let output = Command::new(PARSEC)
+            .args(["bench", "erc20", "--json", "--accounts", "50"])
+            .args([
+                "--concurrency",
+                "8",
+                "--transfers",
+                "300",
+                "--duration",
+                "120",
+            ])
+            .arg("--topology")
+            .arg(self.path("topology.yaml"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "bench erc20: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
     fn bench(&self, seconds: u32) -> Value {
         let output = Command::new(PARSEC)
             .args([
@@ -311,11 +337,11 @@ fn dashboard_queries() -> Vec<(String, String, String)> {
     out
 }
 
-/// Queries that cannot have data in a local cluster: the operator does not run here, and the
-/// JSON-RPC front end records `parsec_rpc_*` once it is wired (series appear per method on
-/// the first request). They must still evaluate without error.
+/// Queries that cannot have data in a local cluster: the operator does not run here, and a
+/// healthy run answers no JSON-RPC error (`parsec_rpc_errors_total` series appear on the first
+/// error). They must still evaluate without error.
 fn data_expected(expr: &str) -> bool {
-    !expr.contains("parsec_operator_") && !expr.contains("parsec_rpc_")
+    !expr.contains("parsec_operator_") && !expr.contains("parsec_rpc_errors_total")
 }
 
 fn alert_rules() -> Vec<(String, String)> {
@@ -436,7 +462,16 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
     let committed = report["committed"].as_u64().unwrap();
     assert!(committed > 0, "{report}");
     eprintln!("bench: {report}");
+    let erc20 = cluster.erc20();
+    assert_eq!(erc20["total_ok"], true, "{erc20}");
+    eprintln!("bench erc20: {erc20}");
     // The agents' last counts are scraped.
+    wait_for("JSON-RPC requests in Prometheus", || {
+        let seen = prometheus.value(&format!(
+            "sum(parsec_rpc_requests_total{{namespace=\"{NAMESPACE}\", method=\"eth_sendRawTransaction\"}})"
+        ))?;
+        (seen >= 300.0).then_some(())
+    });
     wait_for("committed transactions in Prometheus", || {
         let seen = prometheus.value(&format!(
             "sum(parsec_agent_transactions_total{{namespace=\"{NAMESPACE}\", outcome=\"committed\"}})"
@@ -457,7 +492,9 @@ fn dashboards_and_alerts_work_on_a_real_prometheus() {
             Ok(_) => with_data += 1,
         }
     }
-    eprintln!("dashboard queries: {with_data} with data, {exempt} without (operator, JSON-RPC)");
+    eprintln!(
+        "dashboard queries: {with_data} with data, {exempt} without (operator, JSON-RPC errors)"
+    );
     assert!(
         errors.is_empty(),
         "dashboard queries failing:\n{}",

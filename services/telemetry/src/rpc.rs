@@ -99,6 +99,10 @@ pub struct EvmMetrics {
     pub gas_used: IntCounter,
     /// Transactions held by their sender's future-nonce queue, waiting for a predecessor.
     pub future_nonce_queue_depth: IntGauge,
+    /// The highest sealed logical block this agent knows (`eth_blockNumber`).
+    pub sealed_block: IntGauge,
+    /// Blocks whose window is over but that are not sealed yet, as this agent sees it.
+    pub seal_lag_blocks: IntGauge,
 }
 
 static EVM: LazyLock<EvmMetrics> = LazyLock::new(|| EvmMetrics {
@@ -113,6 +117,20 @@ static EVM: LazyLock<EvmMetrics> = LazyLock::new(|| EvmMetrics {
         IntGauge::with_opts(Opts::new(
             "parsec_evm_future_nonce_queue_depth",
             "EVM transactions held until their sender's previous nonce commits",
+        ))
+        .unwrap_or_else(|e| unreachable!("constant metric definition: {e}")),
+    ),
+    sealed_block: register(
+        IntGauge::with_opts(Opts::new(
+            "parsec_chain_sealed_block",
+            "The highest sealed logical block this agent knows (eth_blockNumber)",
+        ))
+        .unwrap_or_else(|e| unreachable!("constant metric definition: {e}")),
+    ),
+    seal_lag_blocks: register(
+        IntGauge::with_opts(Opts::new(
+            "parsec_chain_seal_lag_blocks",
+            "Logical blocks whose window is over but that are not sealed yet",
         ))
         .unwrap_or_else(|e| unreachable!("constant metric definition: {e}")),
     ),

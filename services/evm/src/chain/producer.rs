@@ -227,7 +227,13 @@ impl BlockProducer {
         let sealed = view.sealed.max(book.view.sealed);
         book.view = ClockView { sealed, ..view };
         book.stored = book.stored.split_off(&(sealed + 1));
+        let closed = book.view.block_at(now_ms()).saturating_sub(1);
         drop(book);
+        let metrics = parsec_telemetry::EvmMetrics::global();
+        metrics.sealed_block.set(sealed as i64);
+        metrics
+            .seal_lag_blocks
+            .set(closed.saturating_sub(sealed) as i64);
         self.head.send_if_modified(|head| {
             let moved = sealed > *head;
             *head = (*head).max(sealed);
