@@ -134,6 +134,25 @@ impl LocalCluster {
             .status()
             .expect("kill");
         assert!(killed.success(), "kill -9 {name}");
+        // SIGKILL is delivered asynchronously: wait (bounded) until the process is gone (or a
+        // zombie), so that `cluster start` does not find it still running.
+        let stat = format!("/proc/{}/stat", pid.trim());
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let state = std::fs::read_to_string(&stat).unwrap_or_default();
+            let dead = state
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_none_or(|s| s == "Z" || s == "X");
+            if dead {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} survived kill -9"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// `parsec cluster start`: a killed process comes back from its disk (or empty, `wipe`).
