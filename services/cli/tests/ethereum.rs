@@ -134,6 +134,9 @@ fn node_clients(rpc: &str) -> bool {
         return false;
     }
     let dir = js_dir();
+    // The tests run in parallel threads: one `npm ci` at a time, or they trip over each other.
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _npm = NPM.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !dir.join("node_modules/.package-lock.json").exists() {
         run(
             Command::new("npm")
