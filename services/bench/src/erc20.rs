@@ -164,6 +164,17 @@ impl Account {
         input: Vec<u8>,
         gas: u64,
     ) -> Result<Bytes, Erc20Error> {
+        self.sign_with_value(fees, to, U256::ZERO, input, gas)
+    }
+
+    fn sign_with_value(
+        &mut self,
+        fees: Fees,
+        to: TxKind,
+        value: U256,
+        input: Vec<u8>,
+        gas: u64,
+    ) -> Result<Bytes, Erc20Error> {
         let tx = TxEip1559 {
             chain_id: fees.chain_id,
             nonce: self.nonce,
@@ -171,7 +182,7 @@ impl Account {
             max_fee_per_gas: fees.max_fee,
             max_priority_fee_per_gas: 0,
             to,
-            value: U256::ZERO,
+            value,
             access_list: Default::default(),
             input: input.into(),
         };
@@ -260,24 +271,35 @@ pub async fn run_erc20(
     first.send(&raw).await?;
     setup.inc(1);
     setup.set_message("funding the accounts");
+    setup.set_length(1 + funding_len(options.accounts, fees.max_fee));
     let mut accounts: Vec<Account> = (0..options.accounts)
         .map(|_| Account {
             signer: PrivateKeySigner::random(),
             nonce: 0,
         })
         .collect();
+    // With a base fee, every account also needs ether for gas: enough for 5,000 transfers.
+    let gas_money = U256::from(fees.max_fee) * U256::from(TRANSFER_GAS) * U256::from(5_000u64);
     // Consecutive nonces from one sender, sent without waiting: the agent orders them.
-    let funding: Vec<Bytes> = accounts
-        .iter()
-        .map(|account| {
-            let input = transferCall {
-                to: account.signer.address(),
-                amount: U256::from(SHARE),
-            }
-            .abi_encode();
-            deployer.sign(fees, TxKind::Call(token), input, TRANSFER_GAS)
-        })
-        .collect::<Result<_, _>>()?;
+    let mut funding: Vec<Bytes> = Vec::new();
+    for account in &accounts {
+        let to = account.signer.address();
+        let input = transferCall {
+            to,
+            amount: U256::from(SHARE),
+        }
+        .abi_encode();
+        funding.push(deployer.sign(fees, TxKind::Call(token), input, TRANSFER_GAS)?);
+        if !gas_money.is_zero() {
+            funding.push(deployer.sign_with_value(
+                fees,
+                TxKind::Call(to),
+                gas_money,
+                Vec::new(),
+                21_000,
+            )?);
+        }
+    }
     for chunk in funding.chunks(32) {
         let sends = chunk.iter().map(|raw| first.send(raw));
         for sent in futures::future::join_all(sends).await {
@@ -388,6 +410,12 @@ pub async fn run_erc20(
         expected_total: u128::try_from(supply).unwrap_or(u128::MAX),
         observed_total: u128::try_from(observed_total).unwrap_or(u128::MAX),
     })
+}
+
+/// Funding transactions: one token transfer per account, and one of ether for gas when there
+/// is a base fee.
+fn funding_len(accounts: usize, max_fee: u128) -> u64 {
+    accounts as u64 * if max_fee > 0 { 2 } else { 1 }
 }
 
 fn setup_bar(show: bool, len: u64) -> ProgressBar {
