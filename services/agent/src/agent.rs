@@ -227,6 +227,33 @@ impl Agent {
         }
     }
 
+    /// Write-locks `keys`, gives their committed values (in order) to `update` and commits the
+    /// writes it returns, as one transaction retried like any other; `runner` names it in
+    /// metrics. For bookkeeping writes outside any contract (block parts, genesis funding).
+    pub async fn update_keys(
+        &self,
+        runner: &'static str,
+        keys: &[Key],
+        update: impl Fn(Vec<Value>) -> WriteSet,
+    ) -> Result<CommitOutcome, AgentError> {
+        let requests: Vec<(Key, LockMode)> = keys
+            .iter()
+            .map(|key| (key.clone(), LockMode::Write))
+            .collect();
+        self.transact(runner, |ticket, attempt| {
+            let requests = &requests;
+            let update = &update;
+            async move {
+                let mut txn = self.broker.begin(ticket, attempt);
+                let values = txn.lock(requests).await.map_err(AttemptError::broker)?;
+                txn.commit(update(values))
+                    .await
+                    .map_err(AttemptError::broker)
+            }
+        })
+        .await
+    }
+
     async fn attempt_call(
         &self,
         call: &Call,

@@ -452,6 +452,35 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs a benchmark; with a topology, measures the shards' Raft work (entries, fsyncs) around it.
+async fn with_raft_work(
+    topology: Option<&ClusterConfig>,
+    run: impl Future<Output = Result<parsec_bench::Report, String>>,
+) -> Result<(parsec_bench::Report, Option<status::RaftWork>), String> {
+    let before = match topology {
+        Some(config) => Some(status::collect(config).await),
+        None => None,
+    };
+    let report = run.await?;
+    let raft = match (topology, before) {
+        (Some(config), Some(before)) => Some(status::shard_raft_work(
+            &before,
+            &status::collect(config).await,
+        )),
+        _ => None,
+    };
+    Ok((report, raft))
+}
+
+/// A benchmark's exit code: 3 when its audit failed.
+fn audit_exit_code(report: &parsec_bench::Report) -> ExitCode {
+    if report.total_ok && report.wallets_ok != Some(false) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
 fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
     let topology = args.topology.as_deref().map(load).transpose()?;
     let endpoints: Vec<String> = match (&topology, args.rpc.is_empty()) {
@@ -477,23 +506,11 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
         progress: !args.json,
         deployer_key: args.deployer_key,
     };
-    let (report, raft) = runtime()?.block_on(async {
-        let before = match &topology {
-            Some(config) => Some(status::collect(config).await),
-            None => None,
-        };
-        let report = parsec_bench::run_erc20(endpoints, options)
+    let (report, raft) = runtime()?.block_on(with_raft_work(topology.as_ref(), async {
+        parsec_bench::run_erc20(endpoints, options)
             .await
-            .map_err(|e| e.to_string())?;
-        let raft = match (&topology, before) {
-            (Some(config), Some(before)) => Some(status::shard_raft_work(
-                &before,
-                &status::collect(config).await,
-            )),
-            _ => None,
-        };
-        Ok::<_, String>((report, raft))
-    })?;
+            .map_err(|e| e.to_string())
+    }))?;
     let per_transfer = |n: u64| (report.committed > 0).then(|| n as f64 / report.committed as f64);
     let raft_entries = raft.and_then(|w| per_transfer(w.entries));
     let fsyncs = raft.and_then(|w| per_transfer(w.fsyncs));
@@ -523,11 +540,7 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
             );
         }
     }
-    Ok(if report.total_ok && report.wallets_ok != Some(false) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    Ok(audit_exit_code(&report))
 }
 
 fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
@@ -554,22 +567,10 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
         let pool = AgentPool::connect(&agents)
             .await
             .map_err(|e| e.to_string())?;
-        // With a topology, the shards' Raft logs are measured around the run.
-        let before = match &topology {
-            Some(config) => Some(status::collect(config).await),
-            None => None,
-        };
-        let report = run_lua_pay(pool, options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let raft = match (&topology, before) {
-            (Some(config), Some(before)) => Some(status::shard_raft_work(
-                &before,
-                &status::collect(config).await,
-            )),
-            _ => None,
-        };
-        Ok::<_, String>((report, raft))
+        with_raft_work(topology.as_ref(), async {
+            run_lua_pay(pool, options).await.map_err(|e| e.to_string())
+        })
+        .await
     })?;
     let per_payment = |n: u64| (report.committed > 0).then(|| n as f64 / report.committed as f64);
     let raft_entries_per_payment = raft.and_then(|w| per_payment(w.entries));
@@ -602,9 +603,5 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
             );
         }
     }
-    Ok(if report.total_ok && report.wallets_ok != Some(false) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
+    Ok(audit_exit_code(&report))
 }

@@ -12,7 +12,7 @@ use parsec_agent::agent::{Agent, AgentError, AttemptError};
 use parsec_agent::metrics::{FailureOutcome, Outcome};
 use parsec_agent::runner::KeyAccess;
 use parsec_broker::Broker;
-use parsec_core::{Key, LockMode, Value, WriteSet};
+use parsec_core::{Key, LockMode, Value};
 use parsec_ticketer::BlockClockSource;
 use tokio::sync::broadcast;
 
@@ -154,34 +154,23 @@ impl AgentChain {
 
     /// Gives every account in `accounts` `balance` wei if it is empty (development networks).
     pub async fn fund(&self, accounts: &[Address], balance: U256) -> Result<(), SendError> {
-        let broker = Arc::clone(self.agent.broker());
-        let keys: Vec<(Key, LockMode)> = accounts
-            .iter()
-            .map(|address| (state::account_key(address), LockMode::Write))
-            .collect();
+        let keys: Vec<Key> = accounts.iter().map(state::account_key).collect();
+        let account = AccountRecord {
+            balance,
+            code_hash: revm::primitives::KECCAK_EMPTY,
+            ..AccountRecord::default()
+        };
         self.agent
-            .transact("evm", |ticket, attempt| {
-                let broker = Arc::clone(&broker);
-                let keys = keys.clone();
-                async move {
-                    let mut txn = broker.begin(ticket, attempt);
-                    let values = txn.lock(&keys).await.map_err(AttemptError::broker)?;
-                    let mut writes = WriteSet::new();
-                    for ((key, _), value) in keys.iter().zip(values) {
-                        if value.is_empty() {
-                            let account = AccountRecord {
-                                balance,
-                                code_hash: revm::primitives::KECCAK_EMPTY,
-                                ..AccountRecord::default()
-                            };
-                            writes.insert(key.clone(), state::encode_account(&account));
-                        }
-                    }
-                    txn.commit(writes).await.map_err(AttemptError::broker)
-                }
+            .update_keys("evm", &keys, |values| {
+                keys.iter()
+                    .zip(values)
+                    .filter(|(_, value)| value.is_empty())
+                    .map(|(key, _)| (key.clone(), state::encode_account(&account)))
+                    .collect()
             })
             .await
             .map(|_| ())
+            .map_err(SendError::from)
     }
 
     /// Publishes every block as it seals.

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use parsec_agent::agent::{Agent, AgentError, AttemptError};
-use parsec_core::{LockMode, WriteSet};
+use parsec_agent::agent::{Agent, AgentError};
 use parsec_ticketer::{BlockClockSource, ClockView};
 use tokio::sync::watch;
 
@@ -245,30 +244,25 @@ impl BlockProducer {
     /// Writes this agent's parts of `blocks` in one transaction, merged with whatever an
     /// earlier incarnation of this agent id stored there.
     async fn store(&self, blocks: &BTreeMap<u64, Vec<PartTx>>) -> Result<(), AgentError> {
-        let broker = Arc::clone(self.agent.broker());
         let keys: Vec<_> = blocks
             .keys()
-            .map(|block| (part_key(*block, self.agent_id), LockMode::Write))
+            .map(|block| part_key(*block, self.agent_id))
             .collect();
         self.agent
-            .transact("evm", |ticket, attempt| {
-                let broker = Arc::clone(&broker);
-                let keys = keys.clone();
-                async move {
-                    let mut txn = broker.begin(ticket, attempt);
-                    let existing = txn.lock(&keys).await.map_err(AttemptError::broker)?;
-                    let mut writes = WriteSet::new();
-                    for (((key, _), old), txs) in keys.iter().zip(existing).zip(blocks.values()) {
+            .update_keys("evm", &keys, |existing| {
+                keys.iter()
+                    .zip(existing)
+                    .zip(blocks.values())
+                    .map(|((key, old), txs)| {
                         let mut part = if old.is_empty() {
                             Vec::new()
                         } else {
                             decode_part(&old).unwrap_or_default()
                         };
                         part.extend(txs.iter().cloned());
-                        writes.insert(key.clone(), encode_part(&part));
-                    }
-                    txn.commit(writes).await.map_err(AttemptError::broker)
-                }
+                        (key.clone(), encode_part(&part))
+                    })
+                    .collect()
             })
             .await
             .map(|_| ())
