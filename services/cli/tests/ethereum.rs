@@ -9,7 +9,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::net::TcpListener;
+mod common;
+
+use common::free_port;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +23,6 @@ const SCRIPTS: [&str; 4] = ["ethers.mjs", "viem.mjs", "web3.mjs", "accounting.mj
 
 fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../evm/tests/js")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Whether `address` answers `eth_blockNumber` over HTTP.

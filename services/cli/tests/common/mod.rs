@@ -1,9 +1,20 @@
-//! Helpers shared by the multi-process tests: asking Raft members for their status.
+//! Helpers shared by the multi-process tests: asking Raft members for their status, free ports.
+#![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part
 
 use parsec_raft::pb::raft_admin_client::RaftAdminClient;
 use parsec_raft::pb::{StatusReply, StatusRequest};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
+
+/// A port of 127.0.0.1 that is free right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// How long a test waits for one step of recovery before it fails.
 pub const WAIT: Duration = Duration::from_secs(30);
