@@ -69,15 +69,26 @@ impl TransactionAccess {
 #[async_trait]
 impl KeyAccess for TransactionAccess {
     async fn lock(&mut self, keys: Vec<Key>, mode: LockMode) -> Result<Vec<Value>, AccessError> {
-        if keys.len() > MAX_KEYS_PER_REQUEST {
+        self.lock_each(keys.into_iter().map(|key| (key, mode)).collect())
+            .await
+    }
+
+    async fn lock_each(
+        &mut self,
+        mut requests: Vec<(Key, LockMode)>,
+    ) -> Result<Vec<Value>, AccessError> {
+        if requests.len() > MAX_KEYS_PER_REQUEST {
             return Err(AccessError::Invalid(format!(
                 "{} keys in one request; at most {MAX_KEYS_PER_REQUEST}",
-                keys.len()
+                requests.len()
             )));
         }
-        let mode = if self.read_only { LockMode::Read } else { mode };
-        let wanted = keys.len();
-        let mut requests: Vec<(Key, LockMode)> = keys.into_iter().map(|k| (k, mode)).collect();
+        if self.read_only {
+            for (_, mode) in &mut requests {
+                *mode = LockMode::Read;
+            }
+        }
+        let wanted = requests.len();
         let code_key = self.deferred_code_key.take();
         if let Some(key) = &code_key {
             requests.push((key.clone(), LockMode::Read));

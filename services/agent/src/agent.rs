@@ -125,7 +125,7 @@ impl Agent {
     }
 
     /// Runs `call` until it commits, fails for good, or times out.
-    #[tracing::instrument(skip_all, fields(contract = %parsec_core::display_key(&call.contract)))]
+    #[tracing::instrument(level = "debug", skip_all, fields(contract = %parsec_core::display_key(&call.contract)))]
     pub async fn execute(&self, call: Call) -> Result<CallResult, AgentError> {
         validate_key("contract key", &call.contract)?;
         if call.param.len() > MAX_PARAM_BYTES {
@@ -139,7 +139,7 @@ impl Agent {
     }
 
     /// Stores `code` under `key` after checking that it is a valid contract.
-    #[tracing::instrument(skip_all, fields(key = %parsec_core::display_key(&key)))]
+    #[tracing::instrument(level = "debug", skip_all, fields(key = %parsec_core::display_key(&key)))]
     pub async fn deploy(&self, key: Key, code: Bytes) -> Result<CallResult, AgentError> {
         validate_key("contract key", &key)?;
         if code.len() > MAX_CODE_BYTES {

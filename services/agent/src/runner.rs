@@ -29,6 +29,31 @@ pub trait KeyAccess: Send {
     /// and returns their committed values in the same order; an absent key reads as empty.
     /// Keys on the same shard travel in one request, shards are asked in parallel.
     async fn lock(&mut self, keys: Vec<Key>, mode: LockMode) -> Result<Vec<Value>, AccessError>;
+
+    /// Locks every key in its own mode and returns the committed values in request order. An
+    /// implementation that can mix modes in one request takes one round trip per shard; this
+    /// default takes one per mode.
+    async fn lock_each(
+        &mut self,
+        requests: Vec<(Key, LockMode)>,
+    ) -> Result<Vec<Value>, AccessError> {
+        let mut values = vec![Value::new(); requests.len()];
+        for mode in [LockMode::Write, LockMode::Read] {
+            let (indexes, keys): (Vec<usize>, Vec<Key>) = requests
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, wanted))| *wanted == mode)
+                .map(|(index, (key, _))| (index, key.clone()))
+                .unzip();
+            if keys.is_empty() {
+                continue;
+            }
+            for (index, value) in indexes.into_iter().zip(self.lock(keys, mode).await?) {
+                values[index] = value;
+            }
+        }
+        Ok(values)
+    }
 }
 
 /// What a contract produced.

@@ -6,18 +6,20 @@
 //! Transactions pay the base fee and no tip: a tip credits the fee recipient, one account every
 //! transaction would then write.
 
-use crate::report::Report;
+use crate::cpu::{process_cpu_seconds, total_cpu_seconds};
+use crate::floor;
+use crate::report::{Cost, Report};
 use crate::run::{Tally, new_histogram, progress_bar, spawn_ticker, stop_signal};
+use crate::signer::Secp256k1Signer;
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, Bytes, TxKind, U256, hex};
-use alloy_signer::SignerSync;
-use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolValue, sol};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::Rng;
 use serde_json::{Value, json};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ const TOKEN_ARTIFACT: &str = include_str!("../../evm/contracts/artifacts/ParsecT
 const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 /// Tokens each account starts with.
 const SHARE: u64 = 1_000_000;
-const DEPLOY_GAS: u64 = 3_000_000;
+pub(crate) const DEPLOY_GAS: u64 = 3_000_000;
 const TRANSFER_GAS: u64 = 100_000;
 
 #[derive(Clone, Debug)]
@@ -47,6 +49,13 @@ pub struct Erc20Options {
     pub progress: bool,
     /// Signs the deployment (its account pays for gas when the base fee is not zero).
     pub deployer_key: Option<String>,
+    /// Sign the transfers before the measured window (as a wallet would have), rather than in
+    /// it: the generator runs on the cores it measures.
+    pub presign: bool,
+    /// Fraction of transfers sent to one hot account (contention), 0 to 1.
+    pub hot_fraction: f64,
+    /// Server processes whose CPU the measured window is charged to.
+    pub server_pids: Vec<u32>,
 }
 
 impl Default for Erc20Options {
@@ -58,6 +67,9 @@ impl Default for Erc20Options {
             max_transfers: None,
             progress: true,
             deployer_key: None,
+            presign: true,
+            hot_fraction: 0.0,
+            server_pids: Vec::new(),
         }
     }
 }
@@ -146,24 +158,28 @@ impl Endpoint {
 
 /// Fees every transaction pays: the base fee, no tip.
 #[derive(Clone, Copy)]
-struct Fees {
-    chain_id: u64,
-    max_fee: u128,
+pub(crate) struct Fees {
+    pub(crate) chain_id: u64,
+    pub(crate) max_fee: u128,
 }
 
-struct Account {
-    signer: PrivateKeySigner,
+pub(crate) struct Account {
+    pub(crate) signer: Secp256k1Signer,
     nonce: u64,
+    /// Transfers signed ahead, with consecutive nonces: (recipient index, raw transaction).
+    presigned: VecDeque<(usize, Bytes)>,
 }
 
 impl Account {
-    fn sign(
-        &mut self,
-        fees: Fees,
-        to: TxKind,
-        input: Vec<u8>,
-        gas: u64,
-    ) -> Result<Bytes, Erc20Error> {
+    pub(crate) fn new(signer: Secp256k1Signer, nonce: u64) -> Self {
+        Self {
+            signer,
+            nonce,
+            presigned: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn sign(&mut self, fees: Fees, to: TxKind, input: Vec<u8>, gas: u64) -> Bytes {
         self.sign_with_value(fees, to, U256::ZERO, input, gas)
     }
 
@@ -174,7 +190,7 @@ impl Account {
         value: U256,
         input: Vec<u8>,
         gas: u64,
-    ) -> Result<Bytes, Erc20Error> {
+    ) -> Bytes {
         let tx = TxEip1559 {
             chain_id: fees.chain_id,
             nonce: self.nonce,
@@ -186,17 +202,30 @@ impl Account {
             access_list: Default::default(),
             input: input.into(),
         };
-        let signature = self
-            .signer
-            .sign_hash_sync(&tx.signature_hash())
-            .map_err(|e| Erc20Error::Options(format!("signing: {e}")))?;
+        let signature = self.signer.sign_hash(&tx.signature_hash());
         self.nonce += 1;
         let envelope: TxEnvelope = tx.into_signed(signature).into();
-        Ok(envelope.encoded_2718().into())
+        envelope.encoded_2718().into()
+    }
+
+    /// Signs a transfer of one token unit to `to`.
+    pub(crate) fn sign_transfer(&mut self, fees: Fees, token: Address, to: Address) -> Bytes {
+        self.sign_transfer_of(fees, token, to, U256::from(1))
+    }
+
+    pub(crate) fn sign_transfer_of(
+        &mut self,
+        fees: Fees,
+        token: Address,
+        to: Address,
+        amount: U256,
+    ) -> Bytes {
+        let input = transferCall { to, amount }.abi_encode();
+        self.sign(fees, TxKind::Call(token), input, TRANSFER_GAS)
     }
 }
 
-fn token_creation_code(supply: U256) -> Result<Vec<u8>, Erc20Error> {
+pub(crate) fn token_creation_code(supply: U256) -> Result<Vec<u8>, Erc20Error> {
     let artifact: Value = serde_json::from_str(TOKEN_ARTIFACT).map_err(|e| Erc20Error::Answer {
         method: "token artifact".into(),
         answer: e.to_string(),
@@ -244,19 +273,15 @@ pub async fn run_erc20(
         max_fee: first.quantity("eth_gasPrice", json!([])).await? * 2,
     };
     let key = options.deployer_key.as_deref().unwrap_or(DEV_KEY);
-    let signer: PrivateKeySigner = key
-        .trim_start_matches("0x")
-        .parse()
+    let signer = Secp256k1Signer::from_hex(key)
         .map_err(|e| Erc20Error::Options(format!("deployer key: {e}")))?;
-    let mut deployer = Account {
-        nonce: first
-            .quantity(
-                "eth_getTransactionCount",
-                json!([signer.address(), "pending"]),
-            )
-            .await? as u64,
-        signer,
-    };
+    let nonce = first
+        .quantity(
+            "eth_getTransactionCount",
+            json!([signer.address(), "pending"]),
+        )
+        .await? as u64;
+    let mut deployer = Account::new(signer, nonce);
 
     let setup = setup_bar(options.progress, options.accounts as u64 + 1);
     setup.set_message("deploying the token");
@@ -267,16 +292,13 @@ pub async fn run_erc20(
         TxKind::Create,
         token_creation_code(supply)?,
         DEPLOY_GAS,
-    )?;
+    );
     first.send(&raw).await?;
     setup.inc(1);
     setup.set_message("funding the accounts");
     setup.set_length(1 + funding_len(options.accounts, fees.max_fee));
     let mut accounts: Vec<Account> = (0..options.accounts)
-        .map(|_| Account {
-            signer: PrivateKeySigner::random(),
-            nonce: 0,
-        })
+        .map(|_| Account::new(Secp256k1Signer::random(), 0))
         .collect();
     // With a base fee, every account also needs ether for gas: enough for 5,000 transfers.
     let gas_money = U256::from(fees.max_fee) * U256::from(TRANSFER_GAS) * U256::from(5_000u64);
@@ -284,12 +306,7 @@ pub async fn run_erc20(
     let mut funding: Vec<Bytes> = Vec::new();
     for account in &accounts {
         let to = account.signer.address();
-        let input = transferCall {
-            to,
-            amount: U256::from(SHARE),
-        }
-        .abi_encode();
-        funding.push(deployer.sign(fees, TxKind::Call(token), input, TRANSFER_GAS)?);
+        funding.push(deployer.sign_transfer_of(fees, token, to, U256::from(SHARE)));
         if !gas_money.is_zero() {
             funding.push(deployer.sign_with_value(
                 fees,
@@ -297,7 +314,7 @@ pub async fn run_erc20(
                 gas_money,
                 Vec::new(),
                 21_000,
-            )?);
+            ));
         }
     }
     for chunk in funding.chunks(32) {
@@ -308,6 +325,23 @@ pub async fn run_erc20(
         }
     }
     setup.finish_and_clear();
+    let addresses: Arc<Vec<Address>> =
+        Arc::new(accounts.iter().map(|a| a.signer.address()).collect());
+    let recipients = Recipients {
+        count: options.accounts,
+        hot_fraction: options.hot_fraction,
+    };
+    if options.presign {
+        presign(
+            &mut accounts,
+            presigned_per_account(&options),
+            |account, from| {
+                let to = recipients.pick(from);
+                (to, account.sign_transfer(fees, token, addresses[to]))
+            },
+            options.progress,
+        );
+    }
 
     let expected: Arc<Vec<AtomicI64>> = Arc::new(
         (0..options.accounts)
@@ -325,9 +359,19 @@ pub async fn run_erc20(
             stop.store(true, Ordering::Relaxed);
         })
     };
-    let addresses: Arc<Vec<Address>> =
-        Arc::new(accounts.iter().map(|a| a.signer.address()).collect());
+    // The floor is measured here, between set-up and load, while the servers are idle.
+    let floor = tokio::task::spawn_blocking(move || floor::measure(fees, FLOOR_TRANSFERS))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|floor| floor);
+    let floor = floor
+        .inspect_err(|error| tracing::warn!(%error, "measuring the floor failed"))
+        .ok();
     let sent = Arc::new(AtomicU64::new(0));
+    let cpu_before = (
+        total_cpu_seconds(&options.server_pids),
+        process_cpu_seconds(None),
+    );
     let started = Instant::now();
     // Worker w owns accounts w, w + C, w + 2C, …: an account has one transaction in flight.
     let mut owned: Vec<Vec<(usize, Account)>> =
@@ -350,6 +394,7 @@ pub async fn run_erc20(
                 sent: sent.clone(),
                 token,
                 fees,
+                recipients,
                 started,
                 options: options.clone(),
             };
@@ -363,6 +408,10 @@ pub async fn run_erc20(
         }
     }
     let elapsed = started.elapsed();
+    let cpu_after = (
+        total_cpu_seconds(&options.server_pids),
+        process_cpu_seconds(None),
+    );
     stop.store(true, Ordering::Relaxed);
     interrupt.abort();
     let _ = ticker.await;
@@ -387,12 +436,24 @@ pub async fn run_erc20(
             .all(|(seen, want)| *seen == U256::from(want.load(Ordering::Relaxed).max(0) as u64))
     });
     let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1_000.0;
+    let per_transfer_us = |seconds: f64| seconds * 1e6 / committed.max(1) as f64;
+    let cost = Cost {
+        server_cpu_us: (!options.server_pids.is_empty())
+            .then(|| per_transfer_us(cpu_after.0 - cpu_before.0)),
+        client_cpu_us: match (cpu_before.1, cpu_after.1) {
+            (Some(before), Some(after)) => per_transfer_us(after - before),
+            _ => 0.0,
+        },
+        floor,
+    };
     Ok(Report {
         workload: format!(
-            "erc20 ({} accounts, {} in flight, {} endpoints)",
+            "erc20 ({} accounts, {} in flight, {} endpoints, {}% to one account, signed {})",
             options.accounts,
             options.concurrency,
-            endpoints.len()
+            endpoints.len(),
+            options.hot_fraction * 100.0,
+            if options.presign { "ahead" } else { "inline" },
         ),
         committed,
         failed: tally.failed.load(Ordering::Relaxed),
@@ -409,6 +470,7 @@ pub async fn run_erc20(
         wallets_ok,
         expected_total: u128::try_from(supply).unwrap_or(u128::MAX),
         observed_total: u128::try_from(observed_total).unwrap_or(u128::MAX),
+        cost: Some(cost),
     })
 }
 
@@ -439,8 +501,74 @@ struct Worker {
     sent: Arc<AtomicU64>,
     token: Address,
     fees: Fees,
+    recipients: Recipients,
     started: Instant,
     options: Erc20Options,
+}
+
+/// Who receives a transfer: a random other account, or with `hot_fraction` the hot one (0).
+#[derive(Clone, Copy)]
+struct Recipients {
+    count: usize,
+    hot_fraction: f64,
+}
+
+impl Recipients {
+    fn pick(&self, from: usize) -> usize {
+        let mut rng = rand::rng();
+        if from != HOT_ACCOUNT && self.hot_fraction > 0.0 && rng.random_bool(self.hot_fraction) {
+            return HOT_ACCOUNT;
+        }
+        let to = rng.random_range(0..self.count - 1);
+        if to >= from { to + 1 } else { to }
+    }
+}
+
+/// Transfers the floor is measured over.
+const FLOOR_TRANSFERS: usize = 2_000;
+
+/// The account that receives the `hot_fraction` of transfers.
+const HOT_ACCOUNT: usize = 0;
+
+/// Transfers a run could send: the duration at this rate (more than any target reaches on
+/// two cores), or the transfer limit. Signing them all takes about 30 µs each.
+const PRESIGN_RATE: f64 = 10_000.0;
+
+fn presigned_per_account(options: &Erc20Options) -> usize {
+    let by_time = options.duration.as_secs_f64() * PRESIGN_RATE;
+    let total = options
+        .max_transfers
+        .map_or(by_time, |max| (max as f64).min(by_time));
+    (total / options.accounts as f64).ceil() as usize + 1
+}
+
+/// Signs `per_account` transfers for every account, on every core, with a progress bar.
+fn presign(
+    accounts: &mut [Account],
+    per_account: usize,
+    sign: impl Fn(&mut Account, usize) -> (usize, Bytes) + Sync,
+    show: bool,
+) {
+    let bar = setup_bar(show, (accounts.len() * per_account) as u64);
+    bar.set_message("signing transfers");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let size = accounts.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (index, part) in accounts.chunks_mut(size).enumerate() {
+            let (sign, bar) = (&sign, &bar);
+            scope.spawn(move || {
+                for (offset, account) in part.iter_mut().enumerate() {
+                    let from = index * size + offset;
+                    for _ in 0..per_account {
+                        let signed = sign(account, from);
+                        account.presigned.push_back(signed);
+                    }
+                    bar.inc(per_account as u64);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
 }
 
 impl Worker {
@@ -456,24 +584,13 @@ impl Worker {
             let slot = next % self.owned.len();
             let (from, account) = &mut self.owned[slot];
             next += 1;
-            let to = {
-                let mut rng = rand::rng();
-                let mut to = rng.random_range(0..self.addresses.len() - 1);
-                if to >= *from {
-                    to += 1;
-                }
-                to
-            };
-            let input = transferCall {
-                to: self.addresses[to],
-                amount: U256::from(1),
-            }
-            .abi_encode();
-            let Ok(raw) = account.sign(self.fees, TxKind::Call(self.token), input, TRANSFER_GAS)
-            else {
-                self.tally.errors.fetch_add(1, Ordering::Relaxed);
-                break;
-            };
+            let (to, raw) = account.presigned.pop_front().unwrap_or_else(|| {
+                let to = self.recipients.pick(*from);
+                (
+                    to,
+                    account.sign_transfer(self.fees, self.token, self.addresses[to]),
+                )
+            });
             let began = Instant::now();
             match self.endpoint.send(&raw).await {
                 Ok(()) => {
@@ -487,7 +604,9 @@ impl Worker {
                 Err(error) => {
                     tracing::debug!(%error, "transfer failed");
                     self.tally.errors.fetch_add(1, Ordering::Relaxed);
-                    // Learn where the account's nonce stands before its next transfer.
+                    // Learn where the account's nonce stands before its next transfer; what
+                    // was signed ahead carries nonces that may no longer be next.
+                    account.presigned.clear();
                     let address = account.signer.address();
                     if let Ok(nonce) = self
                         .endpoint

@@ -2,12 +2,15 @@
 //! audit of the state it changed.
 
 pub mod client;
+pub mod cpu;
 pub mod erc20;
+pub mod floor;
 pub mod lua_pay;
 pub mod report;
 pub mod run;
+pub mod signer;
 
 pub use client::{AgentPool, ClientError};
 pub use erc20::{Erc20Error, Erc20Options, run_erc20};
 pub use lua_pay::{LuaPayOptions, run_lua_pay};
-pub use report::Report;
+pub use report::{Cost, Report};

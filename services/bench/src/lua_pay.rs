@@ -183,6 +183,7 @@ pub async fn run_lua_pay(pool: AgentPool, options: LuaPayOptions) -> Result<Repo
         wallets_ok,
         expected_total,
         observed_total,
+        cost: None,
     })
 }
 

@@ -30,6 +30,29 @@ pub struct Report {
     pub wallets_ok: Option<bool>,
     pub expected_total: u128,
     pub observed_total: u128,
+    /// What the measured window cost in CPU (workloads that measure it).
+    pub cost: Option<Cost>,
+}
+
+/// CPU per committed transaction over the measured window, in microseconds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Cost {
+    /// Summed over the server processes the bench was told about (none: `None`).
+    pub server_cpu_us: Option<f64>,
+    /// The load generator itself.
+    pub client_cpu_us: f64,
+    /// The work no platform can avoid, measured in the same run (see [`crate::floor`]).
+    pub floor: Option<crate::floor::Floor>,
+}
+
+impl Cost {
+    /// Server CPU per transaction as a multiple of the floor.
+    pub fn overhead(&self) -> Option<f64> {
+        match (self.server_cpu_us, self.floor) {
+            (Some(cpu), Some(floor)) if floor.total_us() > 0.0 => Some(cpu / floor.total_us()),
+            _ => None,
+        }
+    }
 }
 
 impl Report {
@@ -52,6 +75,27 @@ impl Report {
         );
         if let Some(rpcs) = self.rpcs_per_tx {
             out.push_str(&format!("shard RPCs per transaction: {rpcs:.2}\n"));
+        }
+        if let Some(cost) = &self.cost {
+            out.push_str(&format!(
+                "cpu per transaction: client {:.0} µs",
+                cost.client_cpu_us
+            ));
+            if let Some(server) = cost.server_cpu_us {
+                out.push_str(&format!(", servers {server:.0} µs"));
+            }
+            if let Some(floor) = cost.floor {
+                out.push_str(&format!(
+                    "; floor {:.0} µs (recovery {:.0} + revm {:.0})",
+                    floor.total_us(),
+                    floor.recover_us,
+                    floor.execute_us
+                ));
+            }
+            if let Some(overhead) = cost.overhead() {
+                out.push_str(&format!("; servers = {overhead:.1}x the floor"));
+            }
+            out.push('\n');
         }
         out.push_str(&format!(
             "audit: total {} (expected {}) {}",

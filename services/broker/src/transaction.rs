@@ -66,7 +66,7 @@ impl Transaction {
     /// Locks `requests` and returns the committed values in request order. Keys already held in
     /// a covering mode are answered from the cache; the rest go out as one RPC per shard, all
     /// shards in parallel. The first failure cancels the other requests.
-    #[tracing::instrument(skip_all, fields(ticket = %self.ticket, attempt = self.attempt))]
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket = %self.ticket, attempt = self.attempt))]
     pub async fn lock(&mut self, requests: &[(Key, LockMode)]) -> Result<Vec<Value>, BrokerError> {
         let started = std::time::Instant::now();
         let result = self.lock_keys(requests).await;
@@ -162,7 +162,7 @@ impl Transaction {
 
     /// Commits `writes` atomically on every shard this attempt touched. On an error nothing is
     /// written and the locks are released (except [`BrokerError::OutcomeUnknown`]).
-    #[tracing::instrument(skip_all, fields(ticket = %self.ticket, attempt = self.attempt))]
+    #[tracing::instrument(level = "debug", skip_all, fields(ticket = %self.ticket, attempt = self.attempt))]
     pub async fn commit(mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
         let result = self.run_commit(writes).await;
         self.mark_finished();

@@ -1,6 +1,11 @@
 //! `parsec`: run a Parsec node, a whole cluster in one process, a local multi-process cluster,
 //! or a benchmark.
 
+// glibc's malloc showed as 10% of a node's CPU under load (BENCHMARKS.md); mimalloc's thread
+// caches serve the many short-lived request buffers far cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod chain;
 mod cluster;
 mod lua;
@@ -12,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use parsec_bench::{AgentPool, LuaPayOptions, run_lua_pay};
 use parsec_core::{AgentId, ClusterConfig, NodeId, ShardId};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -218,6 +223,16 @@ struct Erc20Args {
     /// Private key (hex) that deploys the token; default: the first development account.
     #[arg(long, env = "PARSEC_BENCH_DEPLOYER_KEY")]
     deployer_key: Option<String>,
+    /// Sign each transfer in the measured window instead of ahead of it.
+    #[arg(long)]
+    sign_inline: bool,
+    /// Share of transfers (0..=1) sent to one hot account: a contention knob.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    hot: f64,
+    /// Charge the measured window's CPU to these server processes (with `--topology`: the
+    /// cluster's own, from its pid files).
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -481,6 +496,29 @@ fn audit_exit_code(report: &parsec_bench::Report) -> ExitCode {
     }
 }
 
+/// The pids of the local cluster whose topology is `topology` (`parsec cluster up` keeps them
+/// beside it).
+fn cluster_pids(topology: &Path) -> Result<Vec<u32>, String> {
+    let pids = topology.parent().unwrap_or(Path::new(".")).join("pids");
+    let entries = std::fs::read_dir(&pids).map_err(|e| {
+        format!(
+            "{}: {e} (is this a local cluster's topology?)",
+            pids.display()
+        )
+    })?;
+    Ok(entries
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+        .filter_map(|pid| pid.trim().parse().ok())
+        .collect())
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
+}
+
 fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
     let topology = args.topology.as_deref().map(load).transpose()?;
     let endpoints: Vec<String> = match (&topology, args.rpc.is_empty()) {
@@ -505,6 +543,12 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
         max_transfers: args.transfers,
         progress: !args.json,
         deployer_key: args.deployer_key,
+        presign: !args.sign_inline,
+        hot_fraction: args.hot,
+        server_pids: match &args.topology {
+            Some(path) => cluster_pids(path)?,
+            None => args.server_pids.clone(),
+        },
     };
     let (report, raft) = runtime()?.block_on(with_raft_work(topology.as_ref(), async {
         parsec_bench::run_erc20(endpoints, options)
@@ -527,6 +571,10 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
             "max_ms": report.max_ms,
             "raft_entries_per_transfer": raft_entries,
             "fsyncs_per_transfer": fsyncs,
+            "server_cpu_us_per_transfer": report.cost.and_then(|c| c.server_cpu_us),
+            "client_cpu_us_per_transfer": report.cost.map(|c| c.client_cpu_us),
+            "floor_us": report.cost.and_then(|c| c.floor),
+            "server_cpu_over_floor": report.cost.and_then(|c| c.overhead()),
             "total_ok": report.total_ok,
             "wallets_ok": report.wallets_ok,
         });

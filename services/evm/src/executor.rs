@@ -188,7 +188,7 @@ impl Executor {
     /// Executes `tx` in `block` as Ethereum would, locking every key it reads or writes
     /// through `access`. Returns the writes to commit and the receipt; an invalid transaction
     /// (nonce, funds, …) is an [`ExecError::Invalid`] and writes nothing.
-    #[tracing::instrument(skip_all, fields(tx = %tx.hash))]
+    #[tracing::instrument(level = "debug", skip_all, fields(tx = %tx.hash))]
     pub async fn execute(
         &self,
         tx: &SignedTx,
@@ -437,8 +437,8 @@ fn merge(keys: &mut BTreeMap<Key, LockMode>, key: Key, mode: LockMode) {
     *entry = LockMode::max(*entry, mode);
 }
 
-/// Locks `plan` (keys not held in the mode they need): write keys in one call, read keys in
-/// another, each cut into batches the agent accepts.
+/// Locks `plan` (keys not held in the mode they need) in one call, each key in its mode, cut
+/// into batches the agent accepts.
 async fn lock_round(
     access: &mut dyn KeyAccess,
     plan: BTreeMap<Key, LockMode>,
@@ -446,35 +446,28 @@ async fn lock_round(
     values: &mut HashMap<Key, Value>,
     stats: &mut ExecStats,
 ) -> Result<(), ExecError> {
-    let mut by_mode: [(LockMode, Vec<Key>); 2] =
-        [(LockMode::Write, Vec::new()), (LockMode::Read, Vec::new())];
-    for (key, mode) in plan {
-        if locked.get(&key).is_some_and(|held| held.covers(mode)) {
-            continue;
-        }
-        let slot = if mode == LockMode::Write { 0 } else { 1 };
-        by_mode[slot].1.push(key);
-    }
-    if by_mode.iter().all(|(_, keys)| keys.is_empty()) {
+    let wanted: Vec<(Key, LockMode)> = plan
+        .into_iter()
+        .filter(|(key, mode)| !locked.get(key).is_some_and(|held| held.covers(*mode)))
+        .collect();
+    if wanted.is_empty() {
         return Ok(());
     }
     stats.lock_rounds += 1;
-    for (mode, keys) in by_mode {
-        for batch in keys.chunks(LOCK_BATCH) {
-            let got = access.lock(batch.to_vec(), mode).await?;
-            stats.lock_calls += 1;
-            if got.len() != batch.len() {
-                return Err(ExecError::Internal(format!(
-                    "locked {} keys, received {} values",
-                    batch.len(),
-                    got.len()
-                )));
-            }
-            for (key, value) in batch.iter().zip(got) {
-                let held = locked.entry(key.clone()).or_insert(mode);
-                *held = LockMode::max(*held, mode);
-                values.insert(key.clone(), value);
-            }
+    for batch in wanted.chunks(LOCK_BATCH) {
+        let got = access.lock_each(batch.to_vec()).await?;
+        stats.lock_calls += 1;
+        if got.len() != batch.len() {
+            return Err(ExecError::Internal(format!(
+                "locked {} keys, received {} values",
+                batch.len(),
+                got.len()
+            )));
+        }
+        for ((key, mode), value) in batch.iter().zip(got) {
+            let held = locked.entry(key.clone()).or_insert(*mode);
+            *held = LockMode::max(*held, *mode);
+            values.insert(key.clone(), value);
         }
     }
     Ok(())

@@ -502,7 +502,7 @@ impl ShardEngine {
     /// Locks a batch of keys for one ticket; resolves once every key is granted (with the
     /// committed values, in request order), or as soon as the ticket is wounded, or when the
     /// wait deadline passes (the ticket is then rolled back here).
-    #[tracing::instrument(skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
+    #[tracing::instrument(level = "debug", skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
     pub async fn lock(&self, batch: LockBatch) -> Reply {
         let reply = self.lock_batch(batch).await;
         self.metrics.lock(match &reply {
@@ -585,7 +585,7 @@ impl ShardEngine {
 
     /// Records a ticket's vote: prepared (write-set replicated, locks kept), read-only (locks
     /// released, nothing replicated) or committed in one step.
-    #[tracing::instrument(skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
+    #[tracing::instrument(level = "debug", skip_all, fields(shard = %self.id, ticket = %batch.ticket))]
     pub async fn prepare(&self, batch: PrepareBatch) -> Result<Vote, ShardError> {
         validate_keys(batch.writes.keys())?;
         if let Some((key, _)) = batch.writes.iter().find(|(_, v)| v.len() > MAX_VALUE_BYTES) {
@@ -686,7 +686,7 @@ impl ShardEngine {
     }
 
     /// Applies a prepared ticket's writes and releases its locks. Idempotent.
-    #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
+    #[tracing::instrument(level = "debug", skip_all, fields(shard = %self.id, %ticket))]
     pub async fn commit(&self, ticket: Ticket) -> Result<(), ShardError> {
         let result = self.settle(ticket, Command::Commit { ticket }).await;
         if result.is_ok() {
@@ -696,7 +696,7 @@ impl ShardEngine {
     }
 
     /// Forgets a committed ticket (and any lock it still holds). Idempotent.
-    #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
+    #[tracing::instrument(level = "debug", skip_all, fields(shard = %self.id, %ticket))]
     pub async fn finish(&self, ticket: Ticket) -> Result<(), ShardError> {
         self.settle(ticket, Command::Finish { ticket }).await
     }
@@ -724,7 +724,7 @@ impl ShardEngine {
     /// write-set. Idempotent; refuses a committed ticket and ignores a stale attempt. With
     /// `fence`, a later prepare of this attempt is refused for good (recovery uses it on the
     /// participants that had not prepared). Waits for a prepare still being replicated.
-    #[tracing::instrument(skip_all, fields(shard = %self.id, %ticket))]
+    #[tracing::instrument(level = "debug", skip_all, fields(shard = %self.id, %ticket))]
     pub async fn rollback(
         &self,
         ticket: Ticket,

@@ -10,7 +10,6 @@ use parking_lot::Mutex;
 use parsec_agent::access::TransactionAccess;
 use parsec_agent::agent::{Agent, AgentError, AttemptError};
 use parsec_agent::metrics::{FailureOutcome, Outcome};
-use parsec_agent::runner::KeyAccess;
 use parsec_broker::Broker;
 use parsec_core::{Key, LockMode, Value};
 use parsec_ticketer::BlockClockSource;
@@ -232,7 +231,7 @@ impl AgentChain {
         state::decode_account(&value).map_err(|e| ChainError(e.to_string()))
     }
 
-    /// One attempt of `tx`: stamp, execute with locks, commit with its location record.
+    /// One attempt of `tx`: stamp, execute with locks, commit.
     async fn attempt(
         &self,
         tx: &SignedTx,
@@ -262,7 +261,7 @@ impl AgentChain {
             .executor
             .execute(tx, &block, &mut access, options)
             .await;
-        let mut executed = match executed {
+        let executed = match executed {
             Ok(executed) => executed,
             Err(error) => {
                 let failure = access.take_failure();
@@ -281,23 +280,8 @@ impl AgentChain {
             }
         };
         *hints.lock() = executed.stats.locked.clone();
-        let location = location_key(&tx.hash);
-        if let Err(error) = access.lock(vec![location.clone()], LockMode::Write).await {
-            let failure = access.take_failure();
-            access.into_transaction().rollback().await;
-            return Err(match failure {
-                Some(broker) => AttemptError::broker(broker),
-                None => AttemptError::Retry {
-                    reason: error.to_string(),
-                    backoff: true,
-                },
-            });
-        }
-        let record = TxLocation {
-            block: stamp.block(),
-            agent: u64::from(self.agent.broker().agent().0),
-        };
-        executed.writes.insert(location, record.encode());
+        // The transaction's location record is written with its block part, not here: here
+        // it would be one more key, on a random shard, making most commits two-phase.
         access
             .into_transaction()
             .commit(executed.writes)
@@ -385,7 +369,7 @@ impl Chain for AgentChain {
             .await
     }
 
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn send_raw_transaction(&self, raw: Bytes) -> Result<B256, SendError> {
         let tx = decode_transaction(&raw, &self.settings.evm)?;
         let place = self.nonces.arrive(tx.sender, tx.nonce());

@@ -18,7 +18,11 @@ use parsec_ticketer::{BlockClockSource, ClockView};
 use tokio::sync::watch;
 
 use crate::chain::ChainError;
-use crate::chain::record::{PartTx, decode_part, encode_part, part_key};
+use crate::chain::record::{PartTx, TxLocation, decode_part, encode_part, location_key, part_key};
+use parsec_core::{Key, Value};
+
+/// Most keys one store transaction locks (the shards take up to 4,096 per request).
+const STORE_BATCH: usize = 1_024;
 
 /// The producer's bookkeeping, under one lock.
 #[derive(Debug, Default)]
@@ -241,16 +245,43 @@ impl BlockProducer {
         Ok(view)
     }
 
-    /// Writes this agent's parts of `blocks` in one transaction, merged with whatever an
-    /// earlier incarnation of this agent id stored there.
+    /// Writes this agent's parts of `blocks`, merged with whatever an earlier incarnation of
+    /// this agent id stored there, and the location record of each of their transactions. One
+    /// transaction in the common case; a backlog too large for one goes in batches, the parts
+    /// last (they put the transactions into blocks).
     async fn store(&self, blocks: &BTreeMap<u64, Vec<PartTx>>) -> Result<(), AgentError> {
-        let keys: Vec<_> = blocks
+        let parts: Vec<Key> = blocks
             .keys()
             .map(|block| part_key(*block, self.agent_id))
             .collect();
+        let mut locations: Vec<(Key, Value)> = blocks
+            .iter()
+            .flat_map(|(block, txs)| {
+                let record = TxLocation {
+                    block: *block,
+                    agent: self.agent_id,
+                }
+                .encode();
+                txs.iter()
+                    .map(move |tx| (location_key(&tx.hash()), record.clone()))
+            })
+            .collect();
+        while locations.len() + parts.len() > STORE_BATCH {
+            let batch: Vec<(Key, Value)> = locations.drain(..STORE_BATCH).collect();
+            let keys: Vec<Key> = batch.iter().map(|(key, _)| key.clone()).collect();
+            self.agent
+                .update_keys("evm", &keys, |_| batch.iter().cloned().collect())
+                .await?;
+        }
+        let keys: Vec<Key> = parts
+            .iter()
+            .cloned()
+            .chain(locations.iter().map(|(key, _)| key.clone()))
+            .collect();
         self.agent
             .update_keys("evm", &keys, |existing| {
-                keys.iter()
+                parts
+                    .iter()
                     .zip(existing)
                     .zip(blocks.values())
                     .map(|((key, old), txs)| {
@@ -262,6 +293,7 @@ impl BlockProducer {
                         part.extend(txs.iter().cloned());
                         (key.clone(), encode_part(&part))
                     })
+                    .chain(locations.iter().cloned())
                     .collect()
             })
             .await

@@ -26,7 +26,8 @@ pub fn location_key(hash: &B256) -> Key {
     state::reserved_key(TX_BY_HASH, hash.as_slice())
 }
 
-/// Which part holds a transaction: written atomically with the transaction's own effects.
+/// Which part holds a transaction: written with the part, before the agent reports the block
+/// done, so it is there by the time the block seals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxLocation {
     pub block: u64,
@@ -85,6 +86,10 @@ impl PartTx {
                 })
                 .collect(),
         }
+    }
+
+    pub fn hash(&self) -> B256 {
+        keccak256(&self.raw)
     }
 
     /// The transaction with its receipt; block-level fields (cumulative gas, log index) are
