@@ -1,7 +1,8 @@
 //! Raft replication for Parsec's shards and ticket machine: a reusable Raft group library,
 //! generic over the replicated application ([`ReplicatedState`]).
 //!
-//! - [`log_store`]: the durable log (redb, fsync per batch = group commit);
+//! - [`log_store`]: the durable log, an append-only write-ahead log in `wal/` (one fsync per
+//!   batch of appends = group commit);
 //! - [`state_machine`]: the application plus snapshots on disk (`snapshot.bin`);
 //! - [`network`]: node-to-node gRPC transport (`parsec.raft.v1.RaftTransport`);
 //! - [`admin`]: operator gRPC API (`parsec.raft.v1.RaftAdmin`);
@@ -18,6 +19,7 @@ pub mod node;
 pub mod redirect;
 pub mod state_machine;
 pub mod types;
+mod wal;
 
 /// Generated gRPC code of `proto/parsec/raft/v1/raft.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -127,7 +127,7 @@ pub struct RaftNode<S> {
     id: NodeId,
     raft: Raft,
     committed: CommittedHandle,
-    log_open: std::sync::Weak<redb::Database>,
+    log_open: std::sync::Weak<crate::log_store::OpenToken>,
     sm: StateMachine<S>,
     state: Arc<RwLock<Applied<S>>>,
     write_timeout: Duration,
@@ -385,7 +385,7 @@ impl<S: ReplicatedState> RaftNode<S> {
     }
 
     /// Stops Raft, then the server started by [`Self::serve`] (if any), and waits (up to 5 s)
-    /// until the log database is closed.
+    /// until the log's files are closed.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(node_id = self.id, "raft shutdown: {e}");
@@ -400,8 +400,8 @@ impl<S: ReplicatedState> RaftNode<S> {
                 Err(_) => task.abort(),
             }
         }
-        // openraft's tasks drop their handles to the log asynchronously: wait until the database
-        // file is closed, so that the node can be restarted on the same data dir at once.
+        // openraft's tasks drop their handles to the log asynchronously: wait until the log's
+        // files are closed, so that the node can be restarted on the same data dir at once.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.log_open.strong_count() > 0 {
             if tokio::time::Instant::now() > deadline {

@@ -1,4 +1,4 @@
-//! The redb log store: openraft's storage test suite, and durability across reopen.
+//! The log store: openraft's storage test suite, and durability across reopen.
 
 mod common;
 
