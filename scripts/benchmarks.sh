@@ -4,7 +4,9 @@
 # (2 shards × 3 replicas, ticket machine × 3, 2 agents), and Lua payments. Prints one JSON line
 # per run (also kept in $OUT, default benchmarks.jsonl), then a Markdown table.
 #
-#   cargo build --release -p parsec-cli && scripts/benchmarks.sh [only-this-run-name]
+#   cargo build --release -p parsec-cli && scripts/benchmarks.sh [RUNS]
+#
+# RUNS: a regular expression over run names (default: all), e.g. 'dev-hot-.*|cluster-r3'.
 #
 # About 12 minutes. Every run audits the token (or wallet) balances at its end.
 set -euo pipefail
@@ -12,7 +14,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 parsec="${PARSEC:-$here/target/release/parsec}"
 out="${OUT:-benchmarks.jsonl}"
 duration="${DURATION:-10}"
-only="${1:-}"
+only="${1:-.*}"
 [ -x "$parsec" ] || { echo "$parsec not built: cargo build --release -p parsec-cli" >&2; exit 2; }
 : >"$out"
 work="$(mktemp -d)"
@@ -24,13 +26,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# wait_rpc URL LOG: until URL answers, while $dev runs.
 wait_rpc() {
   for _ in $(seq 1 150); do
     curl -sf -o /dev/null -H 'content-type: application/json' \
       --data '{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}' "$1" && return 0
+    kill -0 "$dev" 2>/dev/null || break
     sleep 0.2
   done
-  echo "no JSON-RPC at $1" >&2; return 1
+  echo "no JSON-RPC at $1; the server's log:" >&2; cat "$2" >&2; return 1
 }
 
 # record NAME JSON: tags a bench's JSON line with the run's name and keeps it.
@@ -41,11 +45,13 @@ record() {
 # dev NAME "DEV FLAGS" WORKLOAD "BENCH FLAGS"
 dev_run() {
   local name=$1 dev_flags=$2 workload=$3 bench_flags=$4
-  [ -n "$only" ] && [ "$only" != "$name" ] && return 0
+  [[ "$name" =~ ^($only)$ ]] || return 0
+  local storage="--data-dir $work/dev-$name"
+  [[ "$dev_flags" == *--in-memory* ]] && storage=""
   # shellcheck disable=SC2086
-  "$parsec" dev --data-dir "$work/dev-$name" $dev_flags >"$work/dev-$name.log" 2>&1 &
+  "$parsec" dev $storage $dev_flags >"$work/dev-$name.log" 2>&1 &
   dev=$!
-  wait_rpc http://127.0.0.1:8545
+  wait_rpc http://127.0.0.1:8545 "$work/dev-$name.log"
   local extra=""
   [ "$workload" = erc20 ] && extra="--server-pids $dev"
   # shellcheck disable=SC2086
@@ -67,7 +73,7 @@ dev_run dev-hot-50 "" erc20 "--concurrency 64 --hot 0.5"
 dev_run lua-dev-c64 "" lua-pay "--concurrency 64"
 dev_run lua-dev-c256 "" lua-pay "--concurrency 256"
 
-if [ -z "$only" ] || [ "$only" = cluster-r3 ]; then
+if [[ cluster-r3 =~ ^($only)$ ]]; then
   "$parsec" cluster up --dir "$work/cluster" --shards 2 --agents 2 --replicas 3 >/dev/null
   record cluster-r3 "$("$parsec" bench erc20 --topology "$work/cluster/topology.yaml" \
     --concurrency 64 --duration "$duration" --json)"
