@@ -4,10 +4,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::Kv;
+use common::{Kv, log_id};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, RaftLogReader, Vote};
+use openraft::{EntryPayload, Membership, RaftLogReader, Vote};
 use parsec_raft::types::{Entry, StorageError};
 use parsec_raft::{LogStore, StateMachine, TypeConfig};
 
@@ -27,10 +27,6 @@ fn openraft_storage_suite() {
     if let Err(e) = Suite::test_all(Builder) {
         panic!("openraft storage suite: {e}");
     }
-}
-
-fn log_id(term: u64, index: u64) -> LogId<u64> {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
 fn entry(term: u64, index: u64) -> Entry {

@@ -5,14 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftLogReader, Vote};
+mod common;
+
+use common::log_id;
+use openraft::{EntryPayload, RaftLogReader, Vote};
 use parsec_raft::LogStore;
 use parsec_raft::log_store::{LEGACY_LOG_FILE, LogStoreError, WAL_DIR};
 use parsec_raft::types::Entry;
-
-fn log_id(term: u64, index: u64) -> LogId<u64> {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
-}
 
 fn entry(term: u64, index: u64) -> Entry {
     Entry {
@@ -154,15 +153,7 @@ async fn damage_before_a_valid_record_is_an_error() {
 #[tokio::test]
 async fn damage_in_a_sealed_segment_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut log = LogStore::open_with_segment_size(dir.path(), 1024).unwrap();
-        for b in 0..10 {
-            log.blocking_append(entries(1, b * 4 + 1..=b * 4 + 4))
-                .await
-                .unwrap();
-        }
-    }
-    let files = segments(dir.path());
+    let files = segmented_log(dir.path()).await;
     assert!(files.len() >= 3, "{files:?}");
     let sealed = &files[1];
     let len = std::fs::metadata(sealed).unwrap().len();
@@ -363,15 +354,7 @@ async fn segment_torn_at_creation_is_recreated() {
 #[tokio::test]
 async fn a_missing_segment_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut log = LogStore::open_with_segment_size(dir.path(), 1024).unwrap();
-        for b in 0..10 {
-            log.blocking_append(entries(1, b * 4 + 1..=b * 4 + 4))
-                .await
-                .unwrap();
-        }
-    }
-    let files = segments(dir.path());
+    let files = segmented_log(dir.path()).await;
     std::fs::remove_file(&files[1]).unwrap();
     let err = open_err(dir.path());
     assert!(
@@ -409,4 +392,17 @@ async fn one_process_per_log() {
     ));
     drop(log);
     LogStore::open(dir.path()).unwrap();
+}
+
+/// A log of 40 entries in 1 KiB segments (several of them, closed); returns the segment files.
+async fn segmented_log(dir: &Path) -> Vec<PathBuf> {
+    {
+        let mut log = LogStore::open_with_segment_size(dir, 1024).expect("opening the log");
+        for b in 0..10 {
+            log.blocking_append(entries(1, b * 4 + 1..=b * 4 + 4))
+                .await
+                .expect("appending");
+        }
+    }
+    segments(dir)
 }

@@ -11,6 +11,11 @@ use openraft::{BasicNode, SnapshotPolicy};
 use parsec_raft::{RaftConfig, RaftNode, ReplicatedState, WriteError};
 use tokio::net::TcpListener;
 
+/// The id of log entry `index` written in `term` by node 1.
+pub fn log_id(term: u64, index: u64) -> openraft::LogId<u64> {
+    openraft::LogId::new(openraft::CommittedLeaderId::new(term, 1), index)
+}
+
 /// Key → value map; commands are `set <key> <value>`; results are the previous value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kv {
