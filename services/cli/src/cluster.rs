@@ -127,13 +127,37 @@ fn write_metrics_targets(
     Ok(path)
 }
 
-/// Ports the kernel considers free right now.
+/// Ports free right now, for the cluster's processes to bind a moment later. They are taken
+/// below the kernel's ephemeral range: in that moment an outgoing connection (whose local port
+/// comes from that range) could otherwise take one, which busy machines and parallel tests do.
 fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
+    let Some((low, high)) = service_port_range() else {
+        return ephemeral_ports(count);
+    };
+    let span = u32::from(high - low);
+    // A random start keeps clusters started at the same time apart.
+    let start = (std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::process::id(),
+    ) % u64::from(span)) as u32;
     // Hold every listener until all are chosen, so the same port is not picked twice.
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(ClusterError::NoPort)?;
+    let mut listeners = Vec::with_capacity(count);
+    for offset in 0..span {
+        if listeners.len() == count {
+            break;
+        }
+        let port = low + ((start + offset) % span) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    if listeners.len() < count {
+        return ephemeral_ports(count);
+    }
+    ports_of(&listeners)
+}
+
+fn ports_of(listeners: &[TcpListener]) -> Result<Vec<u16>, ClusterError> {
     listeners
         .iter()
         .map(|l| {
@@ -142,6 +166,22 @@ fn free_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
                 .map_err(ClusterError::NoPort)
         })
         .collect()
+}
+
+/// Ports from 10000 up to the start of the kernel's ephemeral range, when that leaves room.
+fn service_port_range() -> Option<(u16, u16)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let ephemeral_low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    (ephemeral_low > 11_000).then_some((10_000, ephemeral_low))
+}
+
+/// Ports the kernel picks from its ephemeral range (where there is no other room).
+fn ephemeral_ports(count: usize) -> Result<Vec<u16>, ClusterError> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(ClusterError::NoPort)?;
+    ports_of(&listeners)
 }
 
 /// The topology of a local cluster: `ports` holds one port per process, ticket machine replicas
@@ -531,4 +571,19 @@ pub fn down(dir: &Path) -> Result<usize, ClusterError> {
         let _ = std::fs::remove_file(path);
     }
     Ok(running.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports = free_ports(40).expect("free ports");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), 40, "{ports:?}");
+        if let Some((low, high)) = service_port_range() {
+            assert!(ports.iter().all(|p| (low..high).contains(p)), "{ports:?}");
+        }
+    }
 }
