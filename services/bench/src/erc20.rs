@@ -80,6 +80,8 @@ pub enum Erc20Error {
     Options(String),
     #[error("{endpoint}: {message}")]
     Rpc { endpoint: String, message: String },
+    #[error("set-up failed: {0}")]
+    Setup(String),
     #[error("unexpected answer to {method}: {answer}")]
     Answer { method: String, answer: String },
 }
@@ -332,15 +334,23 @@ pub async fn run_erc20(
         hot_fraction: options.hot_fraction,
     };
     if options.presign {
-        presign(
-            &mut accounts,
-            presigned_per_account(&options),
-            |account, from| {
-                let to = recipients.pick(from);
-                (to, account.sign_transfer(fees, token, addresses[to]))
-            },
-            options.progress,
-        );
+        // Seconds of CPU-bound signing: on the blocking pool, not on a runtime worker.
+        let per_account = presigned_per_account(&options);
+        let (addresses, show) = (addresses.clone(), options.progress);
+        accounts = tokio::task::spawn_blocking(move || {
+            presign(
+                &mut accounts,
+                per_account,
+                |account, from| {
+                    let to = recipients.pick(from);
+                    (to, account.sign_transfer(fees, token, addresses[to]))
+                },
+                show,
+            );
+            accounts
+        })
+        .await
+        .map_err(|e| Erc20Error::Setup(format!("signing transfers: {e}")))?;
     }
 
     let expected: Arc<Vec<AtomicI64>> = Arc::new(
@@ -440,10 +450,10 @@ pub async fn run_erc20(
     let cost = Cost {
         server_cpu_us: (!options.server_pids.is_empty())
             .then(|| per_transfer_us(cpu_after.0 - cpu_before.0)),
-        client_cpu_us: match (cpu_before.1, cpu_after.1) {
-            (Some(before), Some(after)) => per_transfer_us(after - before),
-            _ => 0.0,
-        },
+        client_cpu_us: cpu_before
+            .1
+            .zip(cpu_after.1)
+            .map(|(before, after)| per_transfer_us(after - before)),
         floor,
     };
     Ok(Report {

@@ -39,8 +39,8 @@ pub struct Report {
 pub struct Cost {
     /// Summed over the server processes the bench was told about (none: `None`).
     pub server_cpu_us: Option<f64>,
-    /// The load generator itself.
-    pub client_cpu_us: f64,
+    /// The load generator itself (`None` where `/proc` cannot tell).
+    pub client_cpu_us: Option<f64>,
     /// The work no platform can avoid, measured in the same run (see [`crate::floor`]).
     pub floor: Option<crate::floor::Floor>,
 }
@@ -77,12 +77,12 @@ impl Report {
             out.push_str(&format!("shard RPCs per transaction: {rpcs:.2}\n"));
         }
         if let Some(cost) = &self.cost {
-            out.push_str(&format!(
-                "cpu per transaction: client {:.0} µs",
-                cost.client_cpu_us
-            ));
+            out.push_str("cpu per transaction:");
+            if let Some(client) = cost.client_cpu_us {
+                out.push_str(&format!(" client {client:.0} µs"));
+            }
             if let Some(server) = cost.server_cpu_us {
-                out.push_str(&format!(", servers {server:.0} µs"));
+                out.push_str(&format!(" servers {server:.0} µs"));
             }
             if let Some(floor) = cost.floor {
                 out.push_str(&format!(

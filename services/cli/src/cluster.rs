@@ -524,6 +524,16 @@ fn is_alive(pid: Pid) -> bool {
     state != Some("Z")
 }
 
+/// The pids of the processes of the local cluster in `dir` that run now (none if `dir` holds
+/// no local cluster).
+pub fn running_pids(dir: &Path) -> Vec<u32> {
+    live_pids(&dir.join("pids"))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(pid, _)| u32::try_from(pid.as_raw()).ok())
+        .collect()
+}
+
 /// Pids of the cluster's processes that are still alive, with their pid files.
 fn live_pids(pids: &Path) -> Result<Vec<(Pid, PathBuf)>, ClusterError> {
     let Ok(entries) = std::fs::read_dir(pids) else {

@@ -229,8 +229,8 @@ struct Erc20Args {
     /// Share of transfers (0..=1) sent to one hot account: a contention knob.
     #[arg(long, default_value_t = 0.0, value_parser = fraction)]
     hot: f64,
-    /// Charge the measured window's CPU to these server processes (with `--topology`: the
-    /// cluster's own, from its pid files).
+    /// Charge the measured window's CPU to these server processes (with the `--topology` of a
+    /// local cluster: its own, from its pid files).
     #[arg(long, value_delimiter = ',')]
     server_pids: Vec<u32>,
     /// Print one JSON object instead of a summary.
@@ -496,22 +496,6 @@ fn audit_exit_code(report: &parsec_bench::Report) -> ExitCode {
     }
 }
 
-/// The pids of the local cluster whose topology is `topology` (`parsec cluster up` keeps them
-/// beside it).
-fn cluster_pids(topology: &Path) -> Result<Vec<u32>, String> {
-    let pids = topology.parent().unwrap_or(Path::new(".")).join("pids");
-    let entries = std::fs::read_dir(&pids).map_err(|e| {
-        format!(
-            "{}: {e} (is this a local cluster's topology?)",
-            pids.display()
-        )
-    })?;
-    Ok(entries
-        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
-        .filter_map(|pid| pid.trim().parse().ok())
-        .collect())
-}
-
 fn fraction(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
@@ -546,7 +530,8 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
         presign: !args.sign_inline,
         hot_fraction: args.hot,
         server_pids: match &args.topology {
-            Some(path) => cluster_pids(path)?,
+            // A local cluster keeps its pids beside its topology; another has none here.
+            Some(path) => cluster::running_pids(path.parent().unwrap_or(Path::new("."))),
             None => args.server_pids.clone(),
         },
     };
@@ -572,7 +557,7 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
             "raft_entries_per_transfer": raft_entries,
             "fsyncs_per_transfer": fsyncs,
             "server_cpu_us_per_transfer": report.cost.and_then(|c| c.server_cpu_us),
-            "client_cpu_us_per_transfer": report.cost.map(|c| c.client_cpu_us),
+            "client_cpu_us_per_transfer": report.cost.and_then(|c| c.client_cpu_us),
             "floor_us": report.cost.and_then(|c| c.floor),
             "server_cpu_over_floor": report.cost.and_then(|c| c.overhead()),
             "total_ok": report.total_ok,

@@ -234,42 +234,40 @@ impl Cluster {
     /// ERC-20 transfers over the agents' JSON-RPC endpoints: data for the JSON-RPC, EVM and
     /// block panels.
     fn erc20(&self) -> Value {
-        let output = Command::new(PARSEC)
-            .args(["bench", "erc20", "--json", "--accounts", "50"])
-            .args([
-                "--concurrency",
-                "8",
-                "--transfers",
-                "300",
-                "--duration",
-                "120",
-            ])
-            .arg("--topology")
-            .arg(self.path("topology.yaml"))
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "bench erc20: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
+        self.run_bench(&[
+            "erc20",
+            "--accounts",
+            "50",
+            "--concurrency",
+            "8",
+            "--transfers",
+            "300",
+            "--duration",
+            "120",
+        ])
     }
 
     fn bench(&self, seconds: u32) -> Value {
+        let seconds = seconds.to_string();
+        self.run_bench(&[
+            "lua-pay",
+            "--wallets",
+            "200",
+            "--concurrency",
+            "32",
+            "--hot",
+            "0.2",
+            "--duration",
+            &seconds,
+        ])
+    }
+
+    /// `parsec bench ARGS --json` against this cluster: its report.
+    fn run_bench(&self, args: &[&str]) -> Value {
         let output = Command::new(PARSEC)
-            .args([
-                "bench",
-                "lua-pay",
-                "--json",
-                "--wallets",
-                "200",
-                "--concurrency",
-                "32",
-            ])
-            .args(["--hot", "0.2", "--duration"])
-            .arg(seconds.to_string())
+            .arg("bench")
+            .args(args)
+            .arg("--json")
             .arg("--topology")
             .arg(self.path("topology.yaml"))
             .env("RUST_LOG", "warn")
@@ -277,7 +275,8 @@ impl Cluster {
             .unwrap();
         assert!(
             output.status.success(),
-            "bench: {}",
+            "bench {}: {}",
+            args[0],
             String::from_utf8_lossy(&output.stderr)
         );
         serde_json::from_slice(&output.stdout).unwrap()
