@@ -44,6 +44,7 @@ pub fn cluster_config(
             block_interval_ms: cluster.spec.chain.block_interval_ms,
             ..Settings::default()
         },
+        tls: None,
     };
     config.validate().map_err(BuildError::Topology)?;
     Ok(config)

@@ -222,6 +222,7 @@ pub fn local_topology(shape: &Shape, ports: &[u16]) -> ClusterConfig {
             })
             .collect(),
         settings: Settings::default(),
+        tls: None,
     }
 }
 

@@ -140,6 +140,7 @@ impl Net {
                 rpc_address: None,
             }],
             settings,
+            tls: None,
         }
     }
 

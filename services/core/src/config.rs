@@ -38,6 +38,26 @@ pub struct ClusterConfig {
     pub agents: Vec<AgentEndpoint>,
     #[serde(default)]
     pub settings: Settings,
+    /// Mutual TLS between every component when present: each gRPC server (shards, ticket
+    /// machine, agents, Raft and its admin API) requires a client certificate signed by the CA,
+    /// and each client presents one and checks the server's against the CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where a process finds its TLS identity and the cluster's CA (PEM files; the layout of a
+/// `kubernetes.io/tls` Secret with `ca.crt`, as cert-manager writes it). One process may
+/// override the certificate and key on its command line (local clusters give each process its
+/// own); the CA is the cluster's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA that signs every component's certificate.
+    pub ca_file: PathBuf,
+    /// This process's certificate chain (leaf first).
+    pub cert_file: PathBuf,
+    /// This process's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -272,6 +292,7 @@ mod tests {
                 rpc_address: None,
             }],
             settings: Settings::default(),
+            tls: None,
         }
     }
 
@@ -281,6 +302,20 @@ mod tests {
         let yaml = config.to_yaml().unwrap();
         assert!(yaml.contains("ticketMachine"), "{yaml}");
         assert_eq!(ClusterConfig::from_yaml(&yaml).unwrap(), config);
+    }
+
+    #[test]
+    fn tls_files_round_trip() {
+        let mut config = sample();
+        config.tls = Some(TlsFiles {
+            ca_file: "/etc/parsec/tls/ca.crt".into(),
+            cert_file: "/etc/parsec/tls/tls.crt".into(),
+            key_file: "/etc/parsec/tls/tls.key".into(),
+        });
+        let yaml = config.to_yaml().unwrap();
+        assert!(yaml.contains("caFile: /etc/parsec/tls/ca.crt"), "{yaml}");
+        assert_eq!(ClusterConfig::from_yaml(&yaml).unwrap(), config);
+        assert!(!sample().to_yaml().unwrap().contains("tls"));
     }
 
     #[test]

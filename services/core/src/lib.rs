@@ -8,7 +8,7 @@ pub mod ids;
 pub mod lock;
 pub mod ticket;
 
-pub use config::{ClusterConfig, ConfigError, Settings};
+pub use config::{ClusterConfig, ConfigError, Settings, TlsFiles};
 pub use directory::Directory;
 pub use ids::{AgentId, NodeId, ShardId};
 pub use lock::LockMode;
