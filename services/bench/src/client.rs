@@ -3,8 +3,9 @@
 use bytes::Bytes;
 use parsec_proto as pb;
 use parsec_proto::agent_client::AgentClient;
+use parsec_transport::Tls;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -25,11 +26,12 @@ pub struct AgentPool {
 }
 
 impl AgentPool {
-    /// Connects to every `host:port`, failing fast if one does not answer.
-    pub async fn connect(addresses: &[String]) -> Result<Self, ClientError> {
+    /// Connects to every `host:port` (over mutual TLS with `tls`), failing fast if one does
+    /// not answer.
+    pub async fn connect(addresses: &[String], tls: Option<&Tls>) -> Result<Self, ClientError> {
         let mut clients = Vec::with_capacity(addresses.len());
         for address in addresses {
-            let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            let endpoint = parsec_transport::endpoint(address, tls)
                 .map_err(|e| ClientError::Address {
                     address: address.clone(),
                     message: e.to_string(),

@@ -6,11 +6,12 @@ use parsec_proto as pb;
 use parsec_proto::shard_server::Shard as _;
 use parsec_raft::LeaderFollower;
 use parsec_shard::ShardService;
+use parsec_transport::Tls;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Request;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("{0}")]
@@ -112,13 +113,14 @@ pub struct GrpcShard {
     replicas: Arc<LeaderFollower<pb::shard_client::ShardClient<Channel>>>,
 }
 
-/// A lazily connected client of one shard replica.
+/// A lazily connected client of one shard replica (mutual TLS with `tls`).
 fn shard_client(
     address: &str,
     connect_timeout: Duration,
+    tls: Option<&Tls>,
 ) -> Result<pb::shard_client::ShardClient<Channel>, TransportError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| TransportError(format!("bad shard address {address}: {e}")))?
+    let endpoint = parsec_transport::endpoint(address, tls)
+        .map_err(|e| TransportError(format!("shard replica {address}: {e}")))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -132,17 +134,25 @@ fn shard_client(
 const NO_DEADLINE_OF_OUR_OWN: Duration = Duration::from_secs(3600);
 
 impl GrpcShard {
-    /// Connects lazily: the first call dials. `addresses`: every replica of the shard.
-    pub fn new(addresses: &[String], connect_timeout: Duration) -> Result<Self, TransportError> {
+    /// Connects lazily: the first call dials. `addresses`: every replica of the shard; `tls`:
+    /// this process's mutual-TLS identity when the cluster uses TLS.
+    pub fn new(
+        addresses: &[String],
+        connect_timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Result<Self, TransportError> {
         if addresses.is_empty() {
             return Err(TransportError("a shard needs at least one replica".into()));
         }
         let replicas = addresses
             .iter()
-            .map(|address| Ok((address.clone(), shard_client(address, connect_timeout)?)))
+            .map(|address| {
+                let client = shard_client(address, connect_timeout, tls.as_ref())?;
+                Ok((address.clone(), client))
+            })
             .collect::<Result<_, TransportError>>()?;
         let follower = LeaderFollower::new(replicas).with_connect(Box::new(move |address| {
-            shard_client(address, connect_timeout).ok()
+            shard_client(address, connect_timeout, tls.as_ref()).ok()
         }));
         Ok(Self {
             replicas: Arc::new(follower),

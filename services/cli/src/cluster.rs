@@ -4,7 +4,8 @@
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use parsec_core::config::{AgentEndpoint, RaftGroup, Replica, ShardGroup};
-use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
+use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId, TlsFiles};
+use parsec_transport::Authority;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -43,6 +44,8 @@ pub enum ClusterError {
     UnknownProcess(String),
     #[error("{0} is still running")]
     StillRunning(String),
+    #[error("making the cluster's TLS certificates: {0}")]
+    Certificates(#[from] parsec_transport::CertError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
@@ -330,6 +333,45 @@ pub struct Shape {
     pub shard_replicas: u32,
     /// Log entries between Raft snapshots.
     pub snapshot_every: u64,
+    /// Mutual TLS between every process (certificates made in `DIR/tls`).
+    pub tls: bool,
+}
+
+/// Where `up --tls` keeps the CA and every process's certificate and key.
+const TLS_DIR: &str = "tls";
+/// The certificate the topology names for the cluster's clients (`parsec status`, benches).
+const CLIENT_CERTIFICATE: &str = "client";
+
+/// Makes a CA, a certificate for every process and one for clients in `dir`; returns the
+/// topology's `tls` (the CA and the client certificate).
+fn issue_certificates(dir: &Path, processes: &[Process]) -> Result<TlsFiles, ClusterError> {
+    let authority = Authority::new("Parsec local cluster CA")?;
+    // Every process listens on 127.0.0.1; `localhost` serves clients that dial by that name.
+    let names = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    for process in processes {
+        authority.write_issued(dir, &process.name, &names)?;
+    }
+    Ok(authority.write_issued(dir, CLIENT_CERTIFICATE, &names)?)
+}
+
+/// `processes` with their own certificate (made by [`issue_certificates`]) when the cluster
+/// uses TLS.
+fn with_certificates(mut processes: Vec<Process>, config: &ClusterConfig) -> Vec<Process> {
+    let Some(dir) = config.tls.as_ref().and_then(|tls| tls.ca_file.parent()) else {
+        return processes;
+    };
+    for process in &mut processes {
+        let file = |extension: &str| {
+            dir.join(format!("{}.{extension}", process.name))
+                .display()
+                .to_string()
+        };
+        let (cert, key) = (file("crt"), file("key"));
+        process
+            .args
+            .extend(["--tls-cert".into(), cert, "--tls-key".into(), key]);
+    }
+    processes
 }
 
 /// Starts process `name` of the cluster in `dir` again (after it died or was killed), from its
@@ -339,7 +381,8 @@ pub fn start_process(dir: &Path, name: &str, wipe: bool) -> Result<(), ClusterEr
     let config = ClusterConfig::load(&topology)?;
     let data = dir.join("data");
     let metrics = metrics_addresses(dir)?;
-    let process = with_metrics(processes(&config, &topology, &data), &metrics)
+    let process = with_metrics(processes(&config, &topology, &data), &metrics);
+    let process = with_certificates(process, &config)
         .into_iter()
         .find(|p| p.name == name)
         .ok_or_else(|| ClusterError::UnknownProcess(name.to_owned()))?;
@@ -411,6 +454,8 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
     config.settings.raft_snapshot_every = shape.snapshot_every;
     config.settings.raft_logs_kept = config.settings.raft_logs_kept.min(shape.snapshot_every);
     let topology = dir.join("topology.yaml");
+    // The processes' arguments name the topology by its absolute path: write it once to learn
+    // the path, and again below if TLS adds to it.
     config.save(&topology)?;
     let topology = topology.canonicalize().map_err(io_error(&topology))?;
 
@@ -418,13 +463,20 @@ pub fn up(dir: &Path, shape: Shape) -> Result<Started, ClusterError> {
     let mut started: Vec<(Process, Child, PathBuf)> = Vec::new();
     let data = data.canonicalize().map_err(io_error(&data))?;
     let all = processes(&config, &topology, &data);
+    if shape.tls {
+        let tls_dir = dir.join(TLS_DIR);
+        std::fs::create_dir_all(&tls_dir).map_err(io_error(&tls_dir))?;
+        let tls_dir = tls_dir.canonicalize().map_err(io_error(&tls_dir))?;
+        config.tls = Some(issue_certificates(&tls_dir, &all)?);
+        config.save(&topology)?;
+    }
     let metrics: BTreeMap<String, String> = all
         .iter()
         .zip(metrics_ports)
         .map(|(p, port)| (p.name.clone(), format!("127.0.0.1:{port}")))
         .collect();
     let metrics_targets = write_metrics_targets(dir, &config, &all, &metrics)?;
-    for process in with_metrics(all, &metrics) {
+    for process in with_certificates(with_metrics(all, &metrics), &config) {
         let (child, log_path) = spawn(&process, &exe, &logs, &pids)?;
         started.push((process, child, log_path));
     }

@@ -41,8 +41,13 @@ pub enum LuaCommand {
     },
 }
 
-pub async fn run(agent: &str, command: LuaCommand, json: bool) -> Result<(), String> {
-    let pool = AgentPool::connect(&[agent.to_owned()])
+pub async fn run(
+    agent: &str,
+    command: LuaCommand,
+    json: bool,
+    tls: Option<&parsec_transport::Tls>,
+) -> Result<(), String> {
+    let pool = AgentPool::connect(&[agent.to_owned()], tls)
         .await
         .map_err(|e| e.to_string())?;
     let mut client = pool.agent(0);

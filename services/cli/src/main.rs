@@ -12,6 +12,7 @@ mod lua;
 mod node;
 mod observe;
 mod status;
+mod tls;
 
 use clap::{Args, Parser, Subcommand};
 use parsec_bench::{AgentPool, LuaPayOptions, run_lua_pay};
@@ -121,6 +122,8 @@ enum Command {
         /// Print JSON (values as 0x-hex).
         #[arg(long, global = true)]
         json: bool,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
         #[command(subcommand)]
         command: lua::LuaCommand,
     },
@@ -132,6 +135,8 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
     },
     /// Run a load generator against an agent, a cluster or `parsec dev`.
     Bench {
@@ -151,6 +156,8 @@ struct NodeArgs {
     /// Serve /metrics, /healthz and /readyz here.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +180,11 @@ enum ClusterCommand {
         /// Raft log entries between snapshots.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         snapshot_every: u64,
+        /// Mutual TLS between every process: a CA and a certificate per process are made in
+        /// DIR/tls, and the topology's `tls` names the CA and a client certificate (for
+        /// `parsec status`, `bench`, `lua`).
+        #[arg(long)]
+        tls: bool,
     },
     /// Start one process of the cluster in DIR again (after it died or was killed).
     Start {
@@ -236,6 +248,9 @@ struct Erc20Args {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+    /// For the Raft figures of a `--topology` cluster that uses mutual TLS.
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Args)]
@@ -263,6 +278,8 @@ struct LuaPayArgs {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -331,6 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             node_id,
         } => {
             let config = load(&node.topology)?;
+            let tls = node.tls.load(config.tls.as_ref())?;
             runtime()?
                 .block_on(observe::with_metrics(
                     node.metrics_listen,
@@ -340,6 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         NodeId(node_id),
                         &data_dir,
                         node.listen,
+                        tls.as_ref(),
                     ),
                 ))
                 .map_err(|e| e.to_string())?
@@ -354,10 +373,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if let Some(interval) = block_interval_ms {
                 config.settings.block_interval_ms = interval;
             }
+            let tls = node.tls.load(config.tls.as_ref())?;
             runtime()?
                 .block_on(observe::with_metrics(
                     node.metrics_listen,
-                    node::run_ticketer(&config, NodeId(node_id), &data_dir, node.listen),
+                    node::run_ticketer(
+                        &config,
+                        NodeId(node_id),
+                        &data_dir,
+                        node.listen,
+                        tls.as_ref(),
+                    ),
                 ))
                 .map_err(|e| e.to_string())?
         }
@@ -369,6 +395,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             chain,
         } => {
             let config = load(&node.topology)?;
+            let tls = node.tls.load(config.tls.as_ref())?;
             let id = match (agent, &name) {
                 (Some(number), _) => AgentId(number),
                 (None, Some(name)) => AgentId::from_name(name),
@@ -386,14 +413,19 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             runtime()?
                 .block_on(observe::with_metrics(
                     node.metrics_listen,
-                    node::run_agent(&config, id, node.listen, rpc),
+                    node::run_agent(&config, id, node.listen, rpc, tls.as_ref()),
                 ))
                 .map_err(|e| e.to_string())?
         }
         Command::Cluster { command } => return cluster_command(command),
-        Command::Status { topology, json } => {
+        Command::Status {
+            topology,
+            json,
+            tls,
+        } => {
             let config = load(&topology)?;
-            let rows = runtime()?.block_on(status::collect(&config));
+            let tls = tls.load(config.tls.as_ref())?;
+            let rows = runtime()?.block_on(status::collect(&config, tls.as_ref()));
             if json {
                 println!(
                     "{}",
@@ -409,8 +441,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Lua {
             agent,
             json,
+            tls,
             command,
-        } => runtime()?.block_on(lua::run(&agent, command, json))?,
+        } => {
+            let tls = tls.load(None)?;
+            runtime()?.block_on(lua::run(&agent, command, json, tls.as_ref()))?
+        }
         Command::Bench {
             workload: Workload::LuaPay(args),
         } => return bench_lua_pay(args),
@@ -430,6 +466,7 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
             replicas,
             shard_replicas,
             snapshot_every,
+            tls,
         } => {
             let shape = cluster::Shape {
                 shards,
@@ -437,6 +474,7 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
                 replicas,
                 shard_replicas: shard_replicas.unwrap_or(replicas),
                 snapshot_every,
+                tls,
             };
             let started = cluster::up(&dir, shape).map_err(|e| e.to_string())?;
             println!("cluster up in {}", dir.display());
@@ -470,17 +508,18 @@ fn cluster_command(command: ClusterCommand) -> Result<ExitCode, String> {
 /// Runs a benchmark; with a topology, measures the shards' Raft work (entries, fsyncs) around it.
 async fn with_raft_work(
     topology: Option<&ClusterConfig>,
+    tls: Option<&parsec_transport::Tls>,
     run: impl Future<Output = Result<parsec_bench::Report, String>>,
 ) -> Result<(parsec_bench::Report, Option<status::RaftWork>), String> {
     let before = match topology {
-        Some(config) => Some(status::collect(config).await),
+        Some(config) => Some(status::collect(config, tls).await),
         None => None,
     };
     let report = run.await?;
     let raft = match (topology, before) {
         (Some(config), Some(before)) => Some(status::shard_raft_work(
             &before,
-            &status::collect(config).await,
+            &status::collect(config, tls).await,
         )),
         _ => None,
     };
@@ -505,6 +544,9 @@ fn fraction(text: &str) -> Result<f64, String> {
 
 fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
     let topology = args.topology.as_deref().map(load).transpose()?;
+    let tls = args
+        .tls
+        .load(topology.as_ref().and_then(|t| t.tls.as_ref()))?;
     let endpoints: Vec<String> = match (&topology, args.rpc.is_empty()) {
         (Some(config), _) => config
             .agents
@@ -535,11 +577,12 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
             None => args.server_pids.clone(),
         },
     };
-    let (report, raft) = runtime()?.block_on(with_raft_work(topology.as_ref(), async {
-        parsec_bench::run_erc20(endpoints, options)
-            .await
-            .map_err(|e| e.to_string())
-    }))?;
+    let (report, raft) =
+        runtime()?.block_on(with_raft_work(topology.as_ref(), tls.as_ref(), async {
+            parsec_bench::run_erc20(endpoints, options)
+                .await
+                .map_err(|e| e.to_string())
+        }))?;
     let per_transfer = |n: u64| (report.committed > 0).then(|| n as f64 / report.committed as f64);
     let raft_entries = raft.and_then(|w| per_transfer(w.entries));
     let fsyncs = raft.and_then(|w| per_transfer(w.fsyncs));
@@ -578,6 +621,9 @@ fn bench_erc20(args: Erc20Args) -> Result<ExitCode, String> {
 
 fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
     let topology = args.topology.as_deref().map(load).transpose()?;
+    let tls = args
+        .tls
+        .load(topology.as_ref().and_then(|t| t.tls.as_ref()))?;
     let agents = match (&topology, args.agents.is_empty()) {
         (Some(config), _) => config.agents.iter().map(|a| a.address.clone()).collect(),
         (None, true) => vec![DEV_AGENT.to_owned()],
@@ -597,10 +643,10 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
     };
     options.validate().map_err(|e| e.to_string())?;
     let (report, raft) = runtime()?.block_on(async {
-        let pool = AgentPool::connect(&agents)
+        let pool = AgentPool::connect(&agents, tls.as_ref())
             .await
             .map_err(|e| e.to_string())?;
-        with_raft_work(topology.as_ref(), async {
+        with_raft_work(topology.as_ref(), tls.as_ref(), async {
             run_lua_pay(pool, options).await.map_err(|e| e.to_string())
         })
         .await

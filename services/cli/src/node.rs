@@ -16,6 +16,7 @@ use parsec_ticketer::{
     BlockClockSource, ClockSettings, GrpcTicketMachine, RangeSource, TicketDispenser,
     TicketMachineService,
 };
+use parsec_transport::Tls;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum NodeError {
     Connect(String),
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Transport(#[from] parsec_transport::TransportError),
 }
 
 /// Where to listen for a `host:port` from the topology: the address itself when it is an IP,
@@ -86,10 +89,12 @@ fn replica(replicas: &[Replica], node: NodeId, group: &str) -> Result<Replica, N
         .ok_or_else(|| NodeError::Topology(format!("{group} has no replica {node}")))
 }
 
-fn server() -> Server {
-    Server::builder()
+/// The gRPC server of a role: with `tls`, only peers holding a certificate of the cluster's CA
+/// get past the handshake (the Raft admin API included).
+fn server(tls: Option<&Tls>) -> Result<Server, NodeError> {
+    Ok(parsec_transport::server(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .concurrency_limit_per_connection(32_768)
+        .concurrency_limit_per_connection(32_768))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -127,8 +132,9 @@ async fn start_member<S: ReplicatedState>(
     data_dir: &Path,
     app: S,
     settings: &Settings,
+    tls: Option<&Tls>,
 ) -> Result<Arc<RaftNode<S>>, NodeError> {
-    let raft = RaftNode::start(node.0, data_dir, app, raft_config(settings))
+    let raft = RaftNode::start(node.0, data_dir, app, raft_config(settings, tls))
         .await
         .map_err(|e| NodeError::Raft(parsec_core::error_chain(&e)))?;
     let raft = Arc::new(raft);
@@ -187,8 +193,11 @@ async fn start_chain(
     Ok((chain, rpc))
 }
 
-fn raft_config(settings: &Settings) -> RaftConfig {
-    let mut config = RaftConfig::default();
+fn raft_config(settings: &Settings, tls: Option<&Tls>) -> RaftConfig {
+    let mut config = RaftConfig {
+        tls: tls.cloned(),
+        ..RaftConfig::default()
+    };
     config.raft.snapshot_policy = SnapshotPolicy::LogsSinceLast(settings.raft_snapshot_every);
     config.raft.max_in_snapshot_log_to_keep = settings.raft_logs_kept;
     config
@@ -212,14 +221,17 @@ fn member_address(
 }
 
 /// Transports to every shard of the topology, each following its group's leader.
-fn grpc_shards(config: &ClusterConfig) -> Result<Vec<Arc<dyn ShardTransport>>, NodeError> {
+fn grpc_shards(
+    config: &ClusterConfig,
+    tls: Option<&Tls>,
+) -> Result<Vec<Arc<dyn ShardTransport>>, NodeError> {
     let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
     config
         .shards
         .iter()
         .map(|group| {
             let addresses: Vec<String> = group.replicas.iter().map(|r| r.address.clone()).collect();
-            let shard = GrpcShard::new(&addresses, timeout)
+            let shard = GrpcShard::new(&addresses, timeout, tls.cloned())
                 .map_err(|e| NodeError::Connect(e.to_string()))?;
             Ok(Arc::new(shard) as Arc<dyn ShardTransport>)
         })
@@ -254,6 +266,7 @@ pub async fn run_shard(
     node: NodeId,
     data_dir: &Path,
     listen: Option<SocketAddr>,
+    tls: Option<&Tls>,
 ) -> Result<(), NodeError> {
     let group = config
         .shard(shard)
@@ -265,13 +278,14 @@ pub async fn run_shard(
         data_dir,
         StateMachine::new(),
         &config.settings,
+        tls,
     )
     .await?;
     crate::observe::raft_member(&raft, &shard.to_string(), data_dir);
     let engine = ShardEngine::replicated(shard, raft.clone(), lease(&config.settings));
-    start_recovery(&engine, grpc_shards(config)?, &config.settings);
-    tracing::info!(%shard, %node, %address, data_dir = %data_dir.display(), "shard serving");
-    let router = server()
+    start_recovery(&engine, grpc_shards(config, tls)?, &config.settings);
+    tracing::info!(%shard, %node, %address, tls = tls.is_some(), data_dir = %data_dir.display(), "shard serving");
+    let router = server(tls)?
         .add_routes(raft.routes())
         .add_service(crate::observe::raft_health())
         .add_service(shard_service(engine, &config.settings).into_server());
@@ -288,6 +302,7 @@ pub async fn run_ticketer(
     node: NodeId,
     data_dir: &Path,
     listen: Option<SocketAddr>,
+    tls: Option<&Tls>,
 ) -> Result<(), NodeError> {
     let replicas = &config.ticket_machine.replicas;
     let address = member_address(listen, replicas, node, "the ticket machine")?;
@@ -297,14 +312,15 @@ pub async fn run_ticketer(
         data_dir,
         TicketMachine::new(),
         &config.settings,
+        tls,
     )
     .await?;
     crate::observe::raft_member(&raft, "ticket-machine", data_dir);
     parsec_ticketer::metrics::register_all();
-    tracing::info!(%node, %address, data_dir = %data_dir.display(), "ticket machine serving");
+    tracing::info!(%node, %address, tls = tls.is_some(), data_dir = %data_dir.display(), "ticket machine serving");
     let service = TicketMachineService::replicated(raft.clone(), clock_settings(&config.settings));
     service.spawn_sealer();
-    let router = server()
+    let router = server(tls)?
         .add_routes(raft.routes())
         .add_service(crate::observe::raft_health())
         .add_service(service.into_server());
@@ -335,6 +351,7 @@ pub async fn run_agent(
     id: AgentId,
     listen: Option<SocketAddr>,
     rpc: Option<RpcSetup>,
+    tls: Option<&Tls>,
 ) -> Result<(), NodeError> {
     // An agent named by `--name` is not in the topology: it listens where `--listen` says.
     let address = match config.agent(id) {
@@ -344,14 +361,14 @@ pub async fn run_agent(
         })?,
     };
     let timeout = Duration::from_millis(config.settings.rpc_timeout_ms);
-    let shards = grpc_shards(config)?;
+    let shards = grpc_shards(config, tls)?;
     let ticket_machine: Vec<String> = config
         .ticket_machine
         .replicas
         .iter()
         .map(|r| r.address.clone())
         .collect();
-    let tickets = GrpcTicketMachine::new(&ticket_machine, timeout)
+    let tickets = GrpcTicketMachine::new(&ticket_machine, timeout, tls.cloned())
         .map_err(|e| NodeError::Connect(e.to_string()))?;
     let agent = build_agent(id, shards, Arc::new(tickets.clone()), &config.settings);
     start_heartbeats(&agent, &config.settings).await;
@@ -360,10 +377,10 @@ pub async fn run_agent(
         None => None,
     };
     crate::observe::agent(&agent);
-    tracing::info!(agent = %id, %address, "agent serving");
+    tracing::info!(agent = %id, %address, tls = tls.is_some(), "agent serving");
     serve(
         address,
-        server()
+        server(tls)?
             .add_service(crate::observe::agent_health())
             .add_service(AgentService::new(agent).into_server()),
     )
@@ -434,8 +451,8 @@ pub async fn run_dev(
                     address: listen.to_string(),
                 }];
                 let dir = dir.join(format!("shard-{i}"));
-                let raft =
-                    start_member(&me, NodeId(0), &dir, StateMachine::new(), &settings).await?;
+                let raft = start_member(&me, NodeId(0), &dir, StateMachine::new(), &settings, None)
+                    .await?;
                 crate::observe::raft_member(&raft, &id.to_string(), &dir);
                 rafts.push(raft.clone());
                 ShardEngine::replicated(id, raft, lease(&settings))
@@ -468,6 +485,7 @@ pub async fn run_dev(
                 &dir.join("ticketer"),
                 TicketMachine::new(),
                 &settings,
+                None,
             )
             .await?;
             rafts_ticketer.push(raft.clone());
@@ -485,7 +503,8 @@ pub async fn run_dev(
     let rpc_listen = rpc.listen;
     let _chain = start_chain(&agent, Arc::new(ticket_machine), &settings, rpc).await?;
     crate::observe::agent(&agent);
-    let router = server()
+    // Everything but the agent runs in this process: nothing to protect with TLS.
+    let router = server(None)?
         .add_service(crate::observe::agent_health())
         .add_service(AgentService::new(agent).into_server());
     println!("parsec dev: {shard_count} shards, ticket machine and agent in one process");

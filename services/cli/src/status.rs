@@ -4,9 +4,10 @@
 use parsec_core::ClusterConfig;
 use parsec_proto as pb;
 use parsec_raft::pb::{StatusRequest, raft_admin_client::RaftAdminClient};
+use parsec_transport::Tls;
 use serde::Serialize;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -32,8 +33,8 @@ pub struct Row {
     pub error: Option<String>,
 }
 
-async fn channel(address: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(format!("http://{address}"))
+async fn channel(address: &str, tls: Option<&Tls>) -> Result<Channel, String> {
+    parsec_transport::endpoint(address, tls)
         .map_err(|e| e.to_string())?
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)
@@ -43,12 +44,12 @@ async fn channel(address: &str) -> Result<Channel, String> {
 }
 
 /// Connects to `address` and makes one call; a failure of either is the error text.
-async fn ask<T, F, Fut>(address: &str, call: F) -> Result<T, String>
+async fn ask<T, F, Fut>(address: &str, tls: Option<&Tls>, call: F) -> Result<T, String>
 where
     F: FnOnce(Channel) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    let channel = channel(address).await?;
+    let channel = channel(address, tls).await?;
     call(channel)
         .await
         .map(tonic::Response::into_inner)
@@ -66,8 +67,8 @@ fn unreachable(group: &str, node: Option<u64>, address: &str, error: String) -> 
     }
 }
 
-async fn raft_row(group: &str, node: u64, address: &str) -> Row {
-    let status = ask(address, |channel| async move {
+async fn raft_row(group: &str, node: u64, address: &str, tls: Option<&Tls>) -> Row {
+    let status = ask(address, tls, |channel| async move {
         RaftAdminClient::new(channel).status(StatusRequest {}).await
     })
     .await;
@@ -91,12 +92,12 @@ async fn raft_row(group: &str, node: u64, address: &str) -> Row {
 }
 
 /// A shard replica: its Raft member's status plus the shard's own figures.
-async fn shard_row(group: &str, node: u64, address: &str) -> Row {
-    let mut row = raft_row(group, node, address).await;
+async fn shard_row(group: &str, node: u64, address: &str, tls: Option<&Tls>) -> Row {
+    let mut row = raft_row(group, node, address, tls).await;
     if row.error.is_some() {
         return row;
     }
-    let status = ask(address, |channel| async move {
+    let status = ask(address, tls, |channel| async move {
         pb::shard_client::ShardClient::new(channel)
             .status(pb::StatusRequest {})
             .await
@@ -113,9 +114,9 @@ async fn shard_row(group: &str, node: u64, address: &str) -> Row {
     }
 }
 
-async fn agent_row(id: u32, address: &str) -> Row {
+async fn agent_row(id: u32, address: &str, tls: Option<&Tls>) -> Row {
     let group = format!("agent-{id}");
-    let status = ask(address, |channel| async move {
+    let status = ask(address, tls, |channel| async move {
         pb::agent_client::AgentClient::new(channel)
             .cluster_status(pb::StatusRequest {})
             .await
@@ -132,13 +133,13 @@ async fn agent_row(id: u32, address: &str) -> Row {
     }
 }
 
-/// Asks every process of `config` for its status, all at once.
-pub async fn collect(config: &ClusterConfig) -> Vec<Row> {
+/// Asks every process of `config` for its status, all at once (over mutual TLS with `tls`).
+pub async fn collect(config: &ClusterConfig, tls: Option<&Tls>) -> Vec<Row> {
     let ticketers = config
         .ticket_machine
         .replicas
         .iter()
-        .map(|r| raft_row("ticket-machine", r.node_id.0, &r.address));
+        .map(|r| raft_row("ticket-machine", r.node_id.0, &r.address, tls));
     let shards = config.shards.iter().flat_map(|group| {
         let name = format!("shard-{}", group.id.0);
         group
@@ -148,15 +149,19 @@ pub async fn collect(config: &ClusterConfig) -> Vec<Row> {
     });
     let mut rows = futures::future::join_all(ticketers).await;
     rows.extend(
-        futures::future::join_all(
-            shards
-                .map(|(name, node, address)| async move { shard_row(&name, node, &address).await }),
-        )
+        futures::future::join_all(shards.map(|(name, node, address)| async move {
+            shard_row(&name, node, &address, tls).await
+        }))
         .await,
     );
     rows.extend(
-        futures::future::join_all(config.agents.iter().map(|a| agent_row(a.id.0, &a.address)))
-            .await,
+        futures::future::join_all(
+            config
+                .agents
+                .iter()
+                .map(|a| agent_row(a.id.0, &a.address, tls)),
+        )
+        .await,
     );
     rows
 }

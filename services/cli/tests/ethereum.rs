@@ -11,13 +11,12 @@
 
 mod common;
 
-use common::free_port;
+use common::{PARSEC, free_port};
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
 const WAIT: Duration = Duration::from_secs(60);
 const SCRIPTS: [&str; 4] = ["ethers.mjs", "viem.mjs", "web3.mjs", "accounting.mjs"];
 

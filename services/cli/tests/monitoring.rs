@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::free_port;
+use common::{PARSEC, free_port};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
 /// The namespace label `parsec cluster up` gives its targets (the topology's name).
 const NAMESPACE: &str = "local";
 /// Deadline of every wait on Prometheus (scrapes every second, rules evaluated every second).

@@ -11,14 +11,12 @@
 
 mod common;
 
-use common::{WAIT, group_leader, raft_status as status};
+use common::{PARSEC, WAIT, group_leader, raft_status as status};
 use parsec_core::config::{AgentEndpoint, RaftGroup, Replica, ShardGroup};
 use parsec_core::{AgentId, ClusterConfig, NodeId, Settings, ShardId};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const PARSEC: &str = env!("CARGO_BIN_EXE_parsec");
 
 /// Runs `ip` with `args`; true when it succeeded.
 fn ip(args: &[&str]) -> bool {

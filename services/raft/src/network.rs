@@ -22,7 +22,7 @@ use openraft::raft::{
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::pb;
@@ -35,11 +35,11 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// A transport error that is not a remote Raft error.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("invalid address {addr:?} of node {target}: {source}")]
+    #[error("no endpoint for node {target} at {addr:?}: {source}")]
     Address {
         target: NodeId,
         addr: String,
-        source: tonic::transport::Error,
+        source: parsec_transport::TransportError,
     },
     #[error("rpc {rpc} to node {target} failed: {status}")]
     Status {
@@ -69,16 +69,25 @@ pub enum TransportError {
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
+    tls: Option<parsec_transport::Tls>,
 }
 
 impl NetworkFactory {
+    /// Clients that speak mutual TLS to every member when `tls` is given.
+    pub fn new(tls: Option<parsec_transport::Tls>) -> Self {
+        Self {
+            channels: Arc::default(),
+            tls,
+        }
+    }
+
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, TransportError> {
         let key = (target, addr.to_string());
         let mut channels = self.channels.lock();
         if let Some(ch) = channels.get(&key) {
             return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = parsec_transport::endpoint(addr, self.tls.as_ref())
             .map_err(|source| TransportError::Address {
                 target,
                 addr: addr.to_string(),

@@ -29,6 +29,8 @@ pub struct RaftConfig {
     pub raft: Config,
     /// How long [`RaftNode::write`] waits for a command to be committed and applied.
     pub write_timeout: Duration,
+    /// Mutual TLS towards the other members (and on [`RaftNode::serve`]); plain when absent.
+    pub tls: Option<parsec_transport::Tls>,
 }
 
 impl Default for RaftConfig {
@@ -47,6 +49,7 @@ impl Default for RaftConfig {
                 ..Config::default()
             },
             write_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -114,6 +117,8 @@ pub enum ServeError {
     AlreadyServing,
     #[error("reading listener address: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Transport(#[from] parsec_transport::TransportError),
 }
 
 /// A running gRPC server started by [`RaftNode::serve`].
@@ -133,6 +138,7 @@ pub struct RaftNode<S> {
     write_timeout: Duration,
     batcher: Batcher,
     server: Mutex<Option<ServerHandle>>,
+    tls: Option<parsec_transport::Tls>,
     /// Latency instruments filled in by [`crate::metrics`] once the group is named.
     pub(crate) fsync_seconds: crate::log_store::FsyncHistogram,
     pub(crate) write_seconds: crate::batcher::WriteHistogram,
@@ -168,7 +174,7 @@ impl<S: ReplicatedState> RaftNode<S> {
         let raft = Raft::new(
             node_id,
             raft_config,
-            NetworkFactory::default(),
+            NetworkFactory::new(config.tls.clone()),
             log,
             sm.clone(),
         )
@@ -201,6 +207,7 @@ impl<S: ReplicatedState> RaftNode<S> {
             sm,
             write_timeout: config.write_timeout,
             server: Mutex::new(None),
+            tls: config.tls,
             fsync_seconds,
             write_seconds,
         })
@@ -368,12 +375,13 @@ impl<S: ReplicatedState> RaftNode<S> {
             return Err(ServeError::AlreadyServing);
         }
         let addr = listener.local_addr()?;
+        let mut builder = parsec_transport::server(self.tls.as_ref())?;
         let (stop, stopped) = oneshot::channel::<()>();
         let routes = self.routes();
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stopped.await;

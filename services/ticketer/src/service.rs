@@ -11,9 +11,10 @@ use parking_lot::Mutex;
 use parsec_proto as pb;
 use parsec_raft::redirect::{not_leader, write_error_status};
 use parsec_raft::{LeaderFollower, RaftNode};
+use parsec_transport::Tls;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 #[derive(Clone)]
@@ -370,8 +371,13 @@ pub struct GrpcTicketMachine {
 }
 
 impl GrpcTicketMachine {
-    /// Connects lazily: the first call dials, and replicas that start later are fine.
-    pub fn new(addresses: &[String], timeout: Duration) -> Result<Self, TicketError> {
+    /// Connects lazily: the first call dials, and replicas that start later are fine. `tls`:
+    /// this process's mutual-TLS identity when the cluster uses TLS.
+    pub fn new(
+        addresses: &[String],
+        timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Result<Self, TicketError> {
         if addresses.is_empty() {
             return Err(TicketError::Unreachable(
                 "no ticket machine replica given".into(),
@@ -379,12 +385,15 @@ impl GrpcTicketMachine {
         }
         let replicas = addresses
             .iter()
-            .map(|address| Ok((address.clone(), ticket_client(address, timeout)?)))
+            .map(|address| {
+                let client = ticket_client(address, timeout, tls.as_ref())?;
+                Ok((address.clone(), client))
+            })
             .collect::<Result<_, TicketError>>()?;
         // Allocating a range twice only wastes it: every failure may be retried elsewhere.
         let follower = LeaderFollower::new(replicas)
             .with_connect(Box::new(move |address| {
-                ticket_client(address, timeout).ok()
+                ticket_client(address, timeout, tls.as_ref()).ok()
             }))
             .idempotent();
         Ok(Self {
@@ -394,13 +403,14 @@ impl GrpcTicketMachine {
     }
 }
 
-/// A lazily connected client of one ticket machine replica.
+/// A lazily connected client of one ticket machine replica (mutual TLS with `tls`).
 fn ticket_client(
     address: &str,
     timeout: Duration,
+    tls: Option<&Tls>,
 ) -> Result<pb::ticket_machine_client::TicketMachineClient<Channel>, TicketError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| TicketError::Unreachable(format!("bad address {address}: {e}")))?
+    let endpoint = parsec_transport::endpoint(address, tls)
+        .map_err(|e| TicketError::Unreachable(format!("ticket machine {address}: {e}")))?
         .connect_timeout(timeout)
         .tcp_nodelay(true);
     Ok(pb::ticket_machine_client::TicketMachineClient::new(
