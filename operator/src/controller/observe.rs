@@ -8,9 +8,10 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
+use parsec_transport::Tls;
 
 use super::Error;
-use crate::admin::{MemberState, RaftAdmin};
+use crate::admin::{MemberState, RaftAdmin, Target};
 use crate::naming::{
     FIELD_MANAGER, Group, LABEL_GROUP, LABEL_REVISION, agent_deployment, instance_selector,
     ordinal_of,
@@ -140,9 +141,12 @@ pub fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
         })
 }
 
+/// Reads the cluster's live objects and asks every running member for its Raft view (over mTLS
+/// with `tls`, when the cluster uses it).
 pub async fn observe(
     client: &Client,
     admin: &dyn RaftAdmin,
+    tls: Option<&Tls>,
     cluster: &ValidatedCluster,
 ) -> Result<Observed, Error> {
     let ns = &cluster.namespace;
@@ -194,7 +198,7 @@ pub async fn observe(
         {
             if pod.running && !pod.terminating {
                 let addr = group.address(&cluster.name, ns, pod.ordinal);
-                match admin.status(&addr).await {
+                match admin.status(Target { addr: &addr, tls }).await {
                     Ok(member) => {
                         state.members.insert(pod.ordinal, member);
                     }
