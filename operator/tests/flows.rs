@@ -768,11 +768,38 @@ async fn tls_from_a_secret_waits_for_a_usable_secret_then_starts() {
     assert_eq!(h.condition("demo", "Degraded").1, "SecretInvalid");
     assert!(h.log(0, &["APPLY"]).is_empty());
 
-    Pki::new().issue_into(&h, "certs");
+    let pki = Pki::new();
+    pki.issue_into(&h, "certs");
     h.converge("demo", 6).await;
     assert_eq!(h.condition("demo", "TLSReady").0, "True");
     assert_eq!(h.condition("demo", "Degraded").0, "False");
     assert_eq!(h.world().names("statefulsets").len(), 2);
+
+    // The Secret of a running cluster disappears: its pods keep running untouched, and the
+    // operator, which cannot present a certificate, does not call the members at all.
+    h.world()
+        .objects
+        .retain(|key, _| !(key.1 == "secrets" && key.3 == "certs"));
+    let (mark, calls) = {
+        let world = h.world();
+        (
+            world.log.len(),
+            world.admin_calls_plain + world.admin_calls_tls,
+        )
+    };
+    h.reconcile("demo").await;
+    h.reconcile("demo").await;
+    assert!(h.log(mark, &["APPLY", "DELETE"]).is_empty());
+    {
+        let world = h.world();
+        assert_eq!(world.admin_calls_plain + world.admin_calls_tls, calls);
+        assert_eq!(world.names("pods").len(), 2, "both members still run");
+    }
+    assert_eq!(h.condition("demo", "TLSReady").1, "WaitingForSecret");
+    assert_eq!(h.condition("demo", "Available").1, "TLSNotReady");
+    pki.issue_into(&h, "certs");
+    h.converge("demo", 40).await;
+    assert_eq!(h.condition("demo", "Available").0, "True");
 }
 
 #[tokio::test]

@@ -332,8 +332,11 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
     env.apis.certificate =
         env.apis.certificate || (wants_cert_manager && discovery::certificates(&ctx.client).await);
     let tls = tls::read(&ctx.client, &validated, env.apis.certificate).await?;
-    let observed =
-        observe::observe(&ctx.client, ctx.admin.as_ref(), tls.identity(), &validated).await?;
+    let access = match &tls {
+        TlsState::Waiting(_) => observe::AdminAccess::None,
+        ready_or_off => observe::AdminAccess::Call(ctx.admin.as_ref(), ready_or_off.identity()),
+    };
+    let observed = observe::observe(&ctx.client, access, &validated).await?;
     let paused = validated.spec.cluster_operation.reconciliation_paused;
     let mut plan = plan::plan(&validated, old_status, &observed, &now.to_string());
 

@@ -141,12 +141,20 @@ pub fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
         })
 }
 
-/// Reads the cluster's live objects and asks every running member for its Raft view (over mTLS
-/// with `tls`, when the cluster uses it).
+/// How this reconcile may call the members' admin API.
+#[derive(Clone, Copy)]
+pub enum AdminAccess<'a> {
+    /// Plain gRPC, or mutual TLS with the cluster's certificate.
+    Call(&'a dyn RaftAdmin, Option<&'a Tls>),
+    /// The cluster requires mutual TLS but its certificate is not usable: members would refuse
+    /// (and log) every call, so none is made and their views stay unknown.
+    None,
+}
+
+/// Reads the cluster's live objects and asks every running member for its Raft view.
 pub async fn observe(
     client: &Client,
-    admin: &dyn RaftAdmin,
-    tls: Option<&Tls>,
+    access: AdminAccess<'_>,
     cluster: &ValidatedCluster,
 ) -> Result<Observed, Error> {
     let ns = &cluster.namespace;
@@ -196,7 +204,10 @@ pub async fn observe(
             .filter(|p| p.labels().get(LABEL_GROUP) == Some(&group.id()))
             .filter_map(pod_state)
         {
-            if pod.running && !pod.terminating {
+            if let AdminAccess::Call(admin, tls) = access
+                && pod.running
+                && !pod.terminating
+            {
                 let addr = group.address(&cluster.name, ns, pod.ordinal);
                 match admin.status(Target { addr: &addr, tls }).await {
                     Ok(member) => {

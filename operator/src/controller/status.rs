@@ -188,6 +188,14 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
 
     let available = if stopped {
         cond(AVAILABLE, false, "Stopped", "the cluster is stopped")
+    } else if let Some(problem) = tls_problem {
+        // Without a usable certificate the operator cannot ask the members anything.
+        cond(
+            AVAILABLE,
+            false,
+            "TLSNotReady",
+            format!("unknown: the members' admin API needs the cluster's certificate ({problem})"),
+        )
     } else if !without_leader.is_empty() {
         cond(
             AVAILABLE,
