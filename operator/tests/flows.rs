@@ -882,3 +882,34 @@ async fn network_policies_are_created_and_removed_with_the_spec() {
     );
     assert!(h.event_reasons().contains(&"Deleted".to_string()));
 }
+
+#[tokio::test]
+async fn tls_is_not_switched_on_under_running_members_even_past_a_stale_crd() {
+    let h = created("shards: {count: 1, replicas: 3}\nticketMachine: {replicas: 1}").await;
+    Pki::new().issue_into(&h, "certs");
+    let secured = || {
+        Some(parsec_operator::crd::TlsSpec {
+            secret_name: Some("certs".into()),
+            cert_manager: None,
+        })
+    };
+    // The fake API server runs no CEL: the edit gets through, as with a stale CRD.
+    let mark = h.world().log.len();
+    h.world().edit_cluster("demo", |c| c.spec.tls = secured());
+    h.reconcile("demo").await;
+    assert!(h.log(mark, &["APPLY", "DELETE"]).is_empty());
+    assert_eq!(h.condition("demo", "Degraded").1, "SpecRejected");
+    assert!(h.event_reasons().contains(&"SpecRejected".to_string()));
+
+    // Stopped in the same edit: every member goes, then all come back with mTLS.
+    h.world()
+        .edit_cluster("demo", |c| c.spec.cluster_operation.stopped = true);
+    h.converge("demo", 5).await;
+    assert!(h.world().names("pods").is_empty());
+    h.world()
+        .edit_cluster("demo", |c| c.spec.cluster_operation.stopped = false);
+    h.converge("demo", 6).await;
+    assert_eq!(h.condition("demo", "Available").0, "True");
+    assert_eq!(h.condition("demo", "TLSReady").0, "True");
+    assert!(pod_annotation(&h, "demo-shard-0", "parsec.dev/tls-hash").is_some());
+}

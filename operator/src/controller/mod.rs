@@ -298,6 +298,24 @@ pub async fn reconcile(cluster: Arc<ParsecCluster>, ctx: Arc<Context>) -> Result
     result
 }
 
+/// The spec cannot be reconciled: Degraded=True SpecRejected with `reason` (and an event), nothing
+/// applied. Nothing to retry until the spec changes.
+async fn reject(
+    ctx: &Context,
+    cluster: &ParsecCluster,
+    reason: String,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    tracing::warn!(%reason, "spec rejected");
+    let old_status = cluster.status.as_ref();
+    let status = status::rejected(old_status, cluster.metadata.generation, &reason, now);
+    if old_status != Some(&status) {
+        publish(ctx, cluster, EventType::Warning, "SpecRejected", reason).await;
+    }
+    patch_status(ctx, cluster, &status).await?;
+    Ok(Action::await_change())
+}
+
 #[tracing::instrument(skip_all, fields(cluster = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
 async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Action, Error> {
     if cluster.meta().deletion_timestamp.is_some() {
@@ -309,17 +327,7 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
     let old_status = cluster.status.as_ref();
     let validated = match validate(cluster) {
         Ok(v) => v,
-        Err(errors) => {
-            let reason = errors.to_string();
-            tracing::warn!(%reason, "spec rejected");
-            let status = status::rejected(old_status, cluster.metadata.generation, &reason, now);
-            if old_status != Some(&status) {
-                publish(ctx, cluster, EventType::Warning, "SpecRejected", reason).await;
-            }
-            patch_status(ctx, cluster, &status).await?;
-            // Nothing to retry until the spec changes.
-            return Ok(Action::await_change());
-        }
+        Err(errors) => return reject(ctx, cluster, errors.to_string(), now).await,
     };
 
     // cert-manager installed after the operator started is found when a cluster asks for it.
@@ -337,6 +345,9 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
         ready_or_off => observe::AdminAccess::Call(ctx.admin.as_ref(), ready_or_off.identity()),
     };
     let observed = observe::observe(&ctx.client, access, &validated).await?;
+    if let Some(reason) = tls::switch_refused(&validated, &observed) {
+        return reject(ctx, cluster, reason, now).await;
+    }
     let paused = validated.spec.cluster_operation.reconciliation_paused;
     let mut plan = plan::plan(&validated, old_status, &observed, &now.to_string());
 

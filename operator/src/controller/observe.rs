@@ -37,6 +37,8 @@ pub struct ObservedGroup {
     pub members: BTreeMap<u64, MemberState>,
     /// Storage request of the live volume claim template.
     pub volume_size: Option<String>,
+    /// The live pod template mounts a TLS Secret: its members speak mutual TLS.
+    pub mounts_tls: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -196,6 +198,15 @@ pub async fn observe(
                 .and_then(|r| r.requests.as_ref())
                 .and_then(|r| r.get("storage"))
                 .map(|q| q.0.clone()),
+            mounts_tls: sts
+                .spec
+                .template
+                .spec
+                .iter()
+                .flat_map(|pod| pod.volumes.iter().flatten())
+                .filter_map(|volume| volume.projected.as_ref())
+                .flat_map(|projected| projected.sources.iter().flatten())
+                .any(|source| source.secret.is_some()),
             ..ObservedGroup::default()
         };
         for pod in pods

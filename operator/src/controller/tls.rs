@@ -14,6 +14,7 @@ use parsec_transport::Tls;
 use thiserror::Error;
 
 use super::Error as ReconcileError;
+use super::observe::Observed;
 use crate::build::topology::hash;
 use crate::naming::{TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
 use crate::validate::ValidatedCluster;
@@ -113,6 +114,28 @@ pub fn material(name: &str, secret: &Secret) -> Result<TlsMaterial, TlsProblem> 
     })
 }
 
+/// Why the spec's TLS mode cannot be applied to the running cluster, if it cannot: a member
+/// restarted in the other mode could not talk to the rest. The CRD's CEL rule refuses the edit;
+/// this catches it should the installed CRD be stale. A stopped cluster (no member runs, or the
+/// spec stops it) may switch.
+pub fn switch_refused(cluster: &ValidatedCluster, observed: &Observed) -> Option<String> {
+    let wanted = cluster.spec.tls.is_some();
+    if cluster.spec.cluster_operation.stopped {
+        return None;
+    }
+    observed
+        .groups
+        .values()
+        .any(|group| group.replicas > 0 && group.mounts_tls != wanted)
+        .then(|| {
+            format!(
+                "spec.tls turns mutual TLS {} on a running cluster: plain and mTLS members cannot \
+                 talk to each other, so set clusterOperation.stopped in the same edit (or first)",
+                if wanted { "on" } else { "off" }
+            )
+        })
+}
+
 /// Reads the TLS Secret of `cluster`, if it asks for TLS. `certificates` says whether
 /// cert-manager's Certificate API is served.
 pub async fn read(
@@ -204,6 +227,38 @@ mod tests {
             first.hash, renewed.hash,
             "a renewed certificate rolls the pods"
         );
+    }
+
+    #[test]
+    fn switching_tls_needs_a_stopped_cluster() {
+        use crate::controller::observe::ObservedGroup;
+        use crate::naming::Group;
+        use crate::test_support::validated;
+        let running = |replicas, mounts_tls| {
+            let mut observed = Observed::default();
+            observed.groups.insert(
+                Group::Shard(0),
+                ObservedGroup {
+                    replicas,
+                    mounts_tls,
+                    ..ObservedGroup::default()
+                },
+            );
+            observed
+        };
+        let secured = validated("shards: {count: 1}\ntls: {secretName: certs}");
+        let plain = validated("shards: {count: 1}");
+        let refused = switch_refused(&secured, &running(3, false)).unwrap();
+        assert!(refused.contains("mutual TLS on"), "{refused}");
+        assert!(switch_refused(&plain, &running(3, true)).is_some());
+        // Same mode, nothing running, or stopping in the same edit: fine.
+        assert_eq!(switch_refused(&secured, &running(3, true)), None);
+        assert_eq!(switch_refused(&secured, &running(0, false)), None);
+        assert_eq!(switch_refused(&secured, &Observed::default()), None);
+        let stopping = validated(
+            "shards: {count: 1}\ntls: {secretName: certs}\nclusterOperation: {stopped: true}",
+        );
+        assert_eq!(switch_refused(&stopping, &running(3, false)), None);
     }
 
     #[test]
