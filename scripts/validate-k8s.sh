@@ -6,7 +6,9 @@
 #   - the Helm chart: linted (strict) and rendered by Helm's Go SDK through helm-python-sdk, with
 #     default values and with every option on, the output validated as above;
 #   - the example ParsecClusters against the CRD's openAPIV3Schema (strict: unknown fields fail),
-#     plus negative cases that must fail.
+#     plus negative cases that must fail;
+#   - cert-manager Certificates against models generated from cert-manager's CRDs
+#     (cloudcoil-models-cert-manager, strict), plus negative cases that must fail.
 # The CEL rules are exercised by `cargo test -p parsec-operator --test crd` (kube-cel).
 #
 # Usage: scripts/validate-k8s.sh            (needs python3 ≥ 3.10 with venv, and cargo)
@@ -23,7 +25,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2" "jsonschema>=4.20" "pyyaml>=6"
+  "kubernetes-validate==1.37.0" "helm-python-sdk==0.2.2" "jsonschema>=4.20" "pyyaml>=6" \
+  "cloudcoil==0.6.0" "cloudcoil-models-cert-manager==1.17.1.0"
 
 echo "== building parsec-operator"
 cargo build --quiet --locked -p parsec-operator

@@ -17,7 +17,59 @@ import yaml
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "ParsecCluster"}
 
 failures = []
-counts = {"validated": 0, "custom": 0}
+counts = {"validated": 0, "custom": 0, "cert-manager": 0}
+
+
+def visit(node, fn):
+    """Calls fn on every object node of a JSON schema, depth first from the root."""
+    if isinstance(node, dict):
+        fn(node)
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return
+    for child in children:
+        visit(child, fn)
+
+
+def reject_unknown_fields(node):
+    """Every object schema with properties gets additionalProperties: false (what the API
+    server's strict field validation does), nullable ones too."""
+    types = node.get("type")
+    if (
+        (types == "object" or (isinstance(types, list) and "object" in types))
+        and "properties" in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+        and "additionalProperties" not in node
+    ):
+        node["additionalProperties"] = False
+
+
+def certificate_checker():
+    """cert-manager's Certificate, checked against models generated from cert-manager's own CRDs
+    (PyPI cloudcoil-models-cert-manager): the pydantic model (types, enums, required fields) and
+    its JSON schema made strict (unknown fields fail)."""
+    from cloudcoil.models.cert_manager.v1 import Certificate
+
+    schema = Certificate.model_json_schema(by_alias=True)
+    visit(schema, reject_unknown_fields)
+    schema["properties"]["metadata"] = {"type": "object"}
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    validator = jsonschema.Draft202012Validator(schema)
+
+    def check(doc):
+        errors = [f"{e.message} at {list(e.path)}" for e in validator.iter_errors(doc)]
+        try:
+            Certificate.model_validate(doc)
+        except Exception as e:  # pydantic.ValidationError, reported whole
+            errors.append(str(e))
+        return errors
+
+    return check
+
+
+check_certificate = certificate_checker()
 
 
 def fail(message):
@@ -34,6 +86,13 @@ def documents(text, source):
 def validate_objects(text, source, version):
     for where, doc in documents(text, source):
         kind = doc.get("kind")
+        if kind == "Certificate" and doc.get("apiVersion") == "cert-manager.io/v1":
+            errors = check_certificate(doc)
+            if errors:
+                fail(f"{where} Certificate/{doc['metadata'].get('name')}: {errors}")
+            else:
+                counts["cert-manager"] += 1
+            continue
         if kind in CUSTOM_KINDS:
             counts["custom"] += 1
             continue
@@ -51,35 +110,19 @@ def strict_schema(schema):
     pruning would drop them (strict field validation)."""
     schema = copy.deepcopy(schema)
 
-    def walk(node):
-        if not isinstance(node, dict):
-            return
+    def openapi_to_json_schema(node):
         if node.get("nullable"):
             t = node.get("type")
             if isinstance(t, str):
                 node["type"] = [t, "null"]
-            elif "type" not in node and "enum" not in node:
-                pass
             if "enum" in node and None not in node["enum"]:
                 node["enum"] = node["enum"] + [None]
-        if (
-            node.get("type") == "object"
-            and "properties" in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-            and "additionalProperties" not in node
-        ):
-            node["additionalProperties"] = False
         if node.get("x-kubernetes-int-or-string"):
             node.pop("type", None)
             node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        for value in node.values():
-            if isinstance(value, dict):
-                walk(value)
-            elif isinstance(value, list):
-                for item in value:
-                    walk(item)
 
-    walk(schema)
+    visit(schema, openapi_to_json_schema)
+    visit(schema, reject_unknown_fields)
     # metadata is validated by the API server itself; apiVersion and kind are implicit.
     schema["properties"]["metadata"] = {"type": "object"}
     schema["properties"]["apiVersion"] = {"type": "string", "enum": ["parsec.dev/v1alpha1"]}
@@ -103,7 +146,14 @@ def check_clusters(crd, operator, version):
                 print(f"ok   {where} is a valid ParsecCluster")
         # And the operator renders it into valid Kubernetes objects.
         rendered = subprocess.run(
-            [operator, "render", "--file", path, "--with-prometheus-operator"],
+            [
+                operator,
+                "render",
+                "--file",
+                path,
+                "--with-prometheus-operator",
+                "--with-cert-manager",
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -118,6 +168,19 @@ def check_clusters(crd, operator, version):
         "unknown runner": lambda d: d["spec"]["agents"].__setitem__("runners", ["wasm"]),
         "bad fee recipient": lambda d: d["spec"]["chain"].__setitem__("feeRecipient", "0x12"),
         "missing image": lambda d: d["spec"].pop("image"),
+        "tls duration in days": lambda d: d["spec"].__setitem__(
+            "tls", {"certManager": {"issuerRef": {"name": "ca"}, "duration": "90d"}}
+        ),
+        "unknown issuer kind": lambda d: d["spec"].__setitem__(
+            "tls", {"certManager": {"issuerRef": {"name": "ca", "kind": "AcmeIssuer"}}}
+        ),
+        "bad tls secret name": lambda d: d["spec"].__setitem__("tls", {"secretName": "My_Certs"}),
+        "unknown tls field": lambda d: d["spec"].__setitem__(
+            "tls", {"secretName": "certs", "insecure": True}
+        ),
+        "unknown networkPolicy field": lambda d: d["spec"].__setitem__(
+            "networkPolicy", {"enabled": True, "allowAll": True}
+        ),
     }
     for name, mutate in bad.items():
         doc = copy.deepcopy(base)
@@ -126,6 +189,31 @@ def check_clusters(crd, operator, version):
             fail(f"the CRD schema accepts an invalid ParsecCluster ({name})")
         else:
             print(f"ok   the CRD schema rejects: {name}")
+
+
+def check_certificate_checker():
+    """The Certificate check itself rejects what cert-manager's CRD would."""
+    good = {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": {"name": "x"},
+        "spec": {"secretName": "x", "dnsNames": ["a.b"], "issuerRef": {"name": "ca"}},
+    }
+    if check_certificate(good):
+        fail(f"a valid Certificate is rejected: {check_certificate(good)}")
+    bad = {
+        "unknown field": lambda d: d["spec"].__setitem__("colour", "blue"),
+        "unknown usage": lambda d: d["spec"].__setitem__("usages", ["server auth", "world domination"]),
+        "unknown key algorithm": lambda d: d["spec"].__setitem__("privateKey", {"algorithm": "DSA"}),
+        "missing secretName": lambda d: d["spec"].pop("secretName"),
+    }
+    for name, mutate in bad.items():
+        doc = copy.deepcopy(good)
+        mutate(doc)
+        if not check_certificate(doc):
+            fail(f"the Certificate check accepts an invalid Certificate ({name})")
+        else:
+            print(f"ok   the Certificate check rejects: {name}")
 
 
 def check_chart(version):
@@ -179,13 +267,15 @@ def main():
     ]:
         validate_objects(open(path).read(), path, version)
 
+    check_certificate_checker()
     crd = next(d for _, d in documents(open("crds/parseccluster.yaml").read(), "crd"))
     check_clusters(crd, args.operator, version)
     check_chart(version)
 
     print(
         f"\n{counts['validated']} objects passed kubernetes-validate --strict "
-        f"(Kubernetes {version}); {counts['custom']} custom-resource objects skipped there "
+        f"(Kubernetes {version}); {counts['cert-manager']} cert-manager Certificates passed "
+        f"cert-manager's schema; {counts['custom']} custom-resource objects skipped there "
         f"(ParsecCluster is checked against the CRD schema above)."
     )
     if failures:

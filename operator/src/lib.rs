@@ -9,6 +9,7 @@ pub mod admin;
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod discovery;
 pub mod metrics;
 pub mod naming;
 pub mod render;

@@ -12,11 +12,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use parsec_operator::admin::GrpcRaftAdmin;
-use parsec_operator::build::MonitoringApis;
+use parsec_operator::build::{Environment, OptionalApis};
 use parsec_operator::controller::{self, Context};
 use parsec_operator::metrics::Metrics;
 use parsec_operator::telemetry::{self, HttpState};
-use parsec_operator::{crd, render};
+use parsec_operator::{crd, discovery, render};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +46,12 @@ enum Command {
         /// Assume the Prometheus Operator's CRDs are installed.
         #[arg(long)]
         with_prometheus_operator: bool,
+        /// Assume cert-manager's CRDs are installed.
+        #[arg(long)]
+        with_cert_manager: bool,
+        /// The namespace the operator runs in (admitted by the NetworkPolicies).
+        #[arg(long, default_value = "parsec-system")]
+        operator_namespace: String,
     },
 }
 
@@ -75,7 +81,19 @@ fn main() -> ExitCode {
             file,
             namespace,
             with_prometheus_operator,
-        }) => render_file(&file, &namespace, with_prometheus_operator),
+            with_cert_manager,
+            operator_namespace,
+        }) => {
+            let env = Environment {
+                apis: OptionalApis {
+                    service_monitor: with_prometheus_operator,
+                    prometheus_rule: with_prometheus_operator,
+                    certificate: with_cert_manager,
+                },
+                operator_namespace: Some(operator_namespace),
+            };
+            render_file(&file, &namespace, &env)
+        }
         Some(Command::Run(args)) => run(args),
         None => run(RunArgs {
             http: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
@@ -91,15 +109,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn render_file(file: &PathBuf, namespace: &str, prometheus: bool) -> Result<(), String> {
+fn render_file(file: &PathBuf, namespace: &str, env: &Environment) -> Result<(), String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let apis = MonitoringApis {
-        service_monitor: prometheus,
-        prometheus_rule: prometheus,
-    };
     let cluster = render::parse_cluster(&text, namespace).map_err(|e| e.to_string())?;
-    let objects = render::render(&cluster, apis).map_err(|e| e.to_string())?;
+    let objects = render::render(&cluster, env).map_err(|e| e.to_string())?;
     print!(
         "{}",
         render::to_yaml_stream(&objects).map_err(|e| e.to_string())?
@@ -114,23 +128,6 @@ fn run(args: RunArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?
         .block_on(run_async(args))
-}
-
-/// Which monitoring.coreos.com kinds the API server serves.
-async fn discover_monitoring(client: &Client) -> MonitoringApis {
-    match client
-        .list_api_group_resources("monitoring.coreos.com/v1")
-        .await
-    {
-        Ok(list) => {
-            let has = |plural: &str| list.resources.iter().any(|r| r.name == plural);
-            MonitoringApis {
-                service_monitor: has("servicemonitors"),
-                prometheus_rule: has("prometheusrules"),
-            }
-        }
-        Err(_) => MonitoringApis::default(),
-    }
 }
 
 async fn run_async(args: RunArgs) -> Result<(), String> {
@@ -166,17 +163,27 @@ async fn run_async(args: RunArgs) -> Result<(), String> {
     })?
     .map_err(|e| format!("cannot watch the CRD: {e}"))?;
 
-    let apis = discover_monitoring(&client).await;
+    let apis = discovery::optional_apis(&client).await;
+    // The downward API tells the operator where it runs (the NetworkPolicies admit its pods to
+    // the members' admin API); without it, its pods are admitted from any namespace.
+    let operator_namespace = std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|ns| !ns.is_empty());
     tracing::info!(
         service_monitor = apis.service_monitor,
         prometheus_rule = apis.prometheus_rule,
-        "monitoring APIs discovered"
+        certificate = apis.certificate,
+        operator_namespace = operator_namespace.as_deref().unwrap_or("unknown"),
+        "optional APIs discovered"
     );
     let ctx = Arc::new(Context::new(
         client,
         Arc::new(GrpcRaftAdmin::default()),
         metrics,
-        apis,
+        Environment {
+            apis,
+            operator_namespace,
+        },
     ));
     ready.store(true, Ordering::Relaxed);
     controller::run(ctx).await;

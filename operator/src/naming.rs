@@ -19,6 +19,9 @@ pub const LABEL_METRICS: &str = "parsec.dev/metrics";
 pub const LABEL_POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 pub const LABEL_REVISION: &str = "controller-revision-hash";
 pub const ANNOTATION_CONFIG_HASH: &str = "parsec.dev/config-hash";
+/// Hash of the TLS Secret's content on pod templates: a new certificate rolls the pods (every
+/// process loads its certificate at start).
+pub const ANNOTATION_TLS_HASH: &str = "parsec.dev/tls-hash";
 
 pub const APP: &str = "parsec";
 
@@ -33,9 +36,24 @@ pub const TOPOLOGY_FILE: &str = "topology.yaml";
 pub const DATA_DIR: &str = "/var/lib/parsec";
 pub const DATA_VOLUME: &str = "data";
 pub const TOPOLOGY_VOLUME: &str = "topology";
+/// Where the certificate is mounted, inside the topology volume (one projected volume).
+pub const TLS_DIR: &str = "tls";
+/// The keys of the TLS Secret, which are also the file names under [`TLS_DIR`].
+pub const TLS_CA_KEY: &str = "ca.crt";
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
 
-/// gRPC health service that reports "this Raft member knows its leader and is caught up".
-pub const RAFT_HEALTH_SERVICE: &str = "parsec.raft";
+/// The metrics server's health paths (`--metrics-listen`): the process answers; the process is
+/// ready (a Raft member that knows its leader and caught up, an agent that reaches every shard
+/// and the ticket machine).
+pub const LIVENESS_PATH: &str = "/healthz";
+pub const READINESS_PATH: &str = "/readyz";
+
+/// The label every pod of the operator carries (chart and plain manifests alike): what the
+/// NetworkPolicies admit to the Raft members' admin API.
+pub const OPERATOR_POD_LABELS: [(&str, &str); 1] = [(LABEL_NAME, "parsec-operator")];
+/// The label the API server sets on every namespace: its name.
+pub const LABEL_NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
 
 /// A Raft group of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -119,6 +137,27 @@ pub fn agent_pdb(cluster: &str) -> String {
     format!("{cluster}-agent")
 }
 
+/// The NetworkPolicy of one role (`shard`, `ticket-machine`, `agent`).
+pub fn network_policy(cluster: &str, component: &str) -> String {
+    format!("{cluster}-{component}")
+}
+
+/// The Secret cert-manager writes the cluster's certificate to, and the Certificate's name.
+pub fn tls_secret(cluster: &str) -> String {
+    format!("{cluster}-tls")
+}
+
+/// The DNS names of a Service: short, namespaced, `.svc` (what the topology uses) and with the
+/// default cluster domain.
+pub fn service_dns_names(service: &str, namespace: &str) -> [String; 4] {
+    [
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
 pub fn dashboard_config_map(cluster: &str) -> String {
     format!("{cluster}-dashboards")
 }
@@ -146,12 +185,9 @@ pub fn instance_selector(cluster: &str) -> String {
 
 /// Labels selecting the pods of one group (stable: used in StatefulSet selectors).
 pub fn group_selector(cluster: &str, group: Group) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_string(), APP.to_string()),
-        (LABEL_INSTANCE.to_string(), cluster.to_string()),
-        (LABEL_COMPONENT.to_string(), group.component().to_string()),
-        (LABEL_GROUP.to_string(), group.id()),
-    ])
+    let mut labels = component_selector(cluster, group.component());
+    labels.insert(LABEL_GROUP.to_string(), group.id());
+    labels
 }
 
 pub fn group_labels(cluster: &str, group: Group) -> BTreeMap<String, String> {
@@ -160,14 +196,21 @@ pub fn group_labels(cluster: &str, group: Group) -> BTreeMap<String, String> {
     labels
 }
 
-/// Labels selecting the agent pods (stable: used in the Deployment selector).
-pub fn agent_selector(cluster: &str) -> BTreeMap<String, String> {
+/// Labels selecting every pod of one role (every shard, or the ticket machine) of a cluster.
+pub fn component_selector(cluster: &str, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_string(), APP.to_string()),
         (LABEL_INSTANCE.to_string(), cluster.to_string()),
-        (LABEL_COMPONENT.to_string(), "agent".to_string()),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
     ])
 }
+
+/// Labels selecting the agent pods (stable: used in the Deployment selector).
+pub fn agent_selector(cluster: &str) -> BTreeMap<String, String> {
+    component_selector(cluster, AGENT_COMPONENT)
+}
+
+pub const AGENT_COMPONENT: &str = "agent";
 
 pub fn agent_labels(cluster: &str) -> BTreeMap<String, String> {
     let mut labels = instance_labels(cluster);

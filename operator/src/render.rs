@@ -5,7 +5,7 @@
 use kube::ResourceExt;
 use thiserror::Error;
 
-use crate::build::{self, BuildError, MonitoringApis};
+use crate::build::{self, BuildError, Environment};
 use crate::crd::ParsecCluster;
 use crate::validate::{ValidationErrors, validate};
 
@@ -34,15 +34,16 @@ pub fn parse_cluster(manifest: &str, namespace: &str) -> Result<ParsecCluster, R
     Ok(cluster)
 }
 
-/// Every object of a freshly created cluster, as JSON values in apply order. `apis` says which
-/// monitoring CRDs to assume installed.
+/// Every object of a freshly created cluster, as JSON values in apply order. `env` says which
+/// optional APIs to assume installed and where the operator runs. Pod templates carry no TLS
+/// hash: offline, there is no Secret to read (the running operator adds it).
 pub fn render(
     cluster: &ParsecCluster,
-    apis: MonitoringApis,
+    env: &Environment,
 ) -> Result<Vec<serde_json::Value>, RenderError> {
     let validated = validate(cluster)?;
     let sizes = build::spec_sizes(&validated);
-    Ok(build::build(&validated, &sizes, &Default::default(), apis)?.to_values()?)
+    Ok(build::build(&validated, &sizes, &Default::default(), env, None)?.to_values()?)
 }
 
 /// Multi-document YAML of `objects`.

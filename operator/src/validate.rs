@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use thiserror::Error;
 
-use crate::crd::{ParsecCluster, ParsecClusterSpec};
+use crate::crd::{ParsecCluster, ParsecClusterSpec, TlsSpec};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ValidationError {
@@ -38,6 +38,21 @@ pub enum ValidationError {
     Image,
     #[error("{field}: {value:?} is not a quantity")]
     Quantity { field: &'static str, value: String },
+    #[error("tls needs exactly one source: secretName (an existing Secret) or certManager")]
+    TlsSource,
+    #[error("tls.secretName {0:?} is not a Secret name (a DNS subdomain)")]
+    TlsSecretName(String),
+    #[error("{field}: {value:?} is not a duration such as 2160h")]
+    Duration { field: &'static str, value: String },
+    #[error("tls.certManager.duration must be at least 1h, got {0:?}")]
+    CertificateTooShort(String),
+    #[error(
+        "tls.certManager.renewBefore ({renew_before}) must be shorter than duration ({duration})"
+    )]
+    RenewTooLate {
+        duration: String,
+        renew_before: String,
+    },
 }
 
 /// Every reason at once, so the user fixes them in one edit.
@@ -162,6 +177,9 @@ pub fn validate(cluster: &ParsecCluster) -> Result<ValidatedCluster, ValidationE
             errors.push(ValidationError::AutoscalingTarget);
         }
     }
+    if let Some(tls) = &spec.tls {
+        errors.extend(validate_tls(tls));
+    }
     match (namespace, uid) {
         (Some(namespace), Some(uid)) if errors.is_empty() => Ok(ValidatedCluster {
             name,
@@ -172,6 +190,89 @@ pub fn validate(cluster: &ParsecCluster) -> Result<ValidatedCluster, ValidationE
         }),
         _ => Err(ValidationErrors(errors)),
     }
+}
+
+fn validate_tls(tls: &TlsSpec) -> Vec<ValidationError> {
+    let mut errors = Vec::new();
+    match (&tls.secret_name, &tls.cert_manager) {
+        (Some(_), Some(_)) | (None, None) => errors.push(ValidationError::TlsSource),
+        (Some(name), None) if !is_dns_subdomain(name) => {
+            errors.push(ValidationError::TlsSecretName(name.clone()))
+        }
+        _ => {}
+    }
+    let Some(cert_manager) = &tls.cert_manager else {
+        return errors;
+    };
+    let mut parse = |field, value: &Option<String>| {
+        let value = value.as_ref()?;
+        let seconds = go_duration_seconds(value);
+        if seconds.is_none() {
+            errors.push(ValidationError::Duration {
+                field,
+                value: value.clone(),
+            });
+        }
+        seconds.map(|s| (value.clone(), s))
+    };
+    let duration = parse("tls.certManager.duration", &cert_manager.duration);
+    let renew_before = parse("tls.certManager.renewBefore", &cert_manager.renew_before);
+    if let Some((value, seconds)) = &duration
+        && *seconds < 3600.0
+    {
+        errors.push(ValidationError::CertificateTooShort(value.clone()));
+    }
+    if let (Some((duration, d)), Some((renew_before, r))) = (duration, renew_before)
+        && r >= d
+    {
+        errors.push(ValidationError::RenewTooLate {
+            duration,
+            renew_before,
+        });
+    }
+    errors
+}
+
+/// A DNS subdomain (RFC 1123), as Kubernetes object names must be.
+fn is_dns_subdomain(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
+
+/// Seconds of a Go duration (`2160h`, `1h30m`, `90s`, `1.5h`), as cert-manager parses it.
+fn go_duration_seconds(value: &str) -> Option<f64> {
+    let mut rest = value;
+    let mut total = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let number: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let (unit, seconds) = [
+            ("ns", 1e-9),
+            ("us", 1e-6),
+            ("µs", 1e-6),
+            ("ms", 1e-3),
+            ("s", 1.0),
+            ("m", 60.0),
+            ("h", 3600.0),
+        ]
+        .into_iter()
+        // "ms" before "m", "ns"/"us" before "s": the first unit that matches is the longest.
+        .find(|(unit, _)| rest.starts_with(unit))?;
+        total += number * seconds;
+        rest = &rest[unit.len()..];
+    }
+    Some(total)
 }
 
 /// A Kubernetes quantity in the forms storage sizes use: digits, an optional fraction and an
@@ -251,6 +352,57 @@ mod tests {
                 asked: 2
             }]
         );
+    }
+
+    #[test]
+    fn tls_needs_one_source_and_sane_lifetimes() {
+        let tls = |yaml: &str| -> Vec<ValidationError> {
+            let mut c = cluster();
+            c.spec.tls = Some(serde_yaml::from_str(yaml).unwrap());
+            validate(&c).err().map(|e| e.0).unwrap_or_default()
+        };
+        assert_eq!(tls("secretName: certs"), vec![]);
+        assert_eq!(
+            tls("certManager: {issuerRef: {name: ca}, duration: 2160h, renewBefore: 720h}"),
+            vec![]
+        );
+        assert_eq!(tls("{}"), vec![ValidationError::TlsSource]);
+        assert_eq!(
+            tls("{secretName: a, certManager: {issuerRef: {name: ca}}}"),
+            vec![ValidationError::TlsSource]
+        );
+        assert_eq!(
+            tls("secretName: Not_A_Name"),
+            vec![ValidationError::TlsSecretName("Not_A_Name".into())]
+        );
+        assert_eq!(
+            tls("certManager: {issuerRef: {name: ca}, duration: 30m, renewBefore: 1h}"),
+            vec![
+                ValidationError::CertificateTooShort("30m".into()),
+                ValidationError::RenewTooLate {
+                    duration: "30m".into(),
+                    renew_before: "1h".into()
+                }
+            ]
+        );
+        assert_eq!(
+            tls("certManager: {issuerRef: {name: ca}, duration: 90 days}"),
+            vec![ValidationError::Duration {
+                field: "tls.certManager.duration",
+                value: "90 days".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration_seconds("2160h"), Some(2160.0 * 3600.0));
+        assert_eq!(go_duration_seconds("1h30m"), Some(5400.0));
+        assert_eq!(go_duration_seconds("1.5h"), Some(5400.0));
+        assert_eq!(go_duration_seconds("500ms"), Some(0.5));
+        for bad in ["", "h", "10", "10d", "1h30"] {
+            assert_eq!(go_duration_seconds(bad), None, "{bad}");
+        }
     }
 
     #[test]

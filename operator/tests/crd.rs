@@ -216,7 +216,7 @@ fn example_clusters_pass_the_cel_rules_and_parse() {
         let cluster: ParsecCluster = serde_json::from_value(object).unwrap();
         parsec_operator::render::render(
             &parsec_operator::render::parse_cluster(&text, "default").unwrap(),
-            Default::default(),
+            &Default::default(),
         )
         .unwrap();
         assert_eq!(
@@ -224,4 +224,99 @@ fn example_clusters_pass_the_cel_rules_and_parse() {
             Some(false)
         );
     }
+}
+
+fn with_tls(tls: Value) -> Value {
+    let mut object = base();
+    object["spec"]["tls"] = tls;
+    object
+}
+
+#[test]
+fn tls_specs_with_one_source_pass() {
+    for tls in [
+        json!({"secretName": "ledger-certs"}),
+        json!({"certManager": {"issuerRef": {"name": "ca"}}}),
+        json!({"certManager": {"issuerRef": {"name": "ca", "kind": "ClusterIssuer"},
+            "duration": "2160h", "renewBefore": "720h"}}),
+    ] {
+        assert_eq!(
+            broken(&with_tls(tls.clone()), None),
+            Vec::<String>::new(),
+            "{tls}"
+        );
+        // The certificate's source may change on a running cluster (same CA: see README).
+        assert_eq!(
+            broken(
+                &with_tls(tls),
+                Some(&with_tls(json!({"secretName": "other"})))
+            ),
+            Vec::<String>::new()
+        );
+    }
+}
+
+#[test]
+fn tls_needs_exactly_one_source() {
+    let both =
+        with_tls(json!({"secretName": "certs", "certManager": {"issuerRef": {"name": "ca"}}}));
+    let errors = broken(&both, None);
+    assert!(
+        errors.iter().any(|e| e.contains("exactly one source")),
+        "{errors:?}"
+    );
+    let neither = with_tls(json!({}));
+    assert!(
+        broken(&neither, None)
+            .iter()
+            .any(|e| e.contains("exactly one source"))
+    );
+}
+
+#[test]
+fn certificate_lifetimes_are_checked() {
+    let renew_too_late = with_tls(json!({"certManager": {"issuerRef": {"name": "ca"},
+        "duration": "24h", "renewBefore": "48h"}}));
+    let errors = broken(&renew_too_late, None);
+    assert!(
+        errors.iter().any(|e| e.contains("shorter than")),
+        "{errors:?}"
+    );
+    let too_short = with_tls(json!({"certManager": {"issuerRef": {"name": "ca"},
+        "duration": "30m"}}));
+    let errors = broken(&too_short, None);
+    assert!(
+        errors.iter().any(|e| e.contains("at least 1h")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn tls_is_switched_on_or_off_only_with_the_cluster_stopped() {
+    let plain = base();
+    let secured = with_tls(json!({"secretName": "certs"}));
+    for (from, to) in [(&plain, &secured), (&secured, &plain)] {
+        let errors = broken(to, Some(from));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("clusterOperation.stopped")),
+            "{errors:?}"
+        );
+    }
+    // Stopping in the same edit, or while stopped, or resuming in the same edit: allowed.
+    let stop = |mut o: Value| {
+        o["spec"]["clusterOperation"] = json!({"stopped": true});
+        o
+    };
+    assert_eq!(
+        broken(&stop(secured.clone()), Some(&plain)),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        broken(&secured, Some(&stop(plain.clone()))),
+        Vec::<String>::new()
+    );
+    // Creation with TLS is no switch.
+    assert_eq!(broken(&secured, None), Vec::<String>::new());
 }

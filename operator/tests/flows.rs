@@ -4,7 +4,7 @@
 
 mod support;
 
-use parsec_operator::build::MonitoringApis;
+use parsec_operator::build::OptionalApis;
 use parsec_operator::crd::{AutoscalingSpec, OperationKind};
 use support::{Harness, cluster};
 
@@ -20,7 +20,7 @@ fn topology_members(h: &Harness, cluster: &str, shard: usize) -> usize {
 }
 
 async fn created(spec: &str) -> Harness {
-    let h = Harness::new(MonitoringApis::default());
+    let h = Harness::new(OptionalApis::default());
     h.world().put_cluster(&cluster("demo", spec));
     h.converge("demo", 5).await;
     h
@@ -577,4 +577,339 @@ async fn api_failures_back_off_exponentially_and_reset_on_success() {
         h.failing_reconcile("demo").await,
         Action::requeue(Duration::from_secs(5))
     );
+}
+
+/// A CA and the certificates it issues for the cluster's Secret.
+struct Pki(parsec_transport::Authority);
+
+impl Pki {
+    fn new() -> Self {
+        Pki(parsec_transport::Authority::new("cluster CA").unwrap())
+    }
+
+    /// Writes a freshly issued certificate into Secret `name`, as cert-manager does.
+    fn issue_into(&self, h: &Harness, name: &str) {
+        let issued = self
+            .0
+            .issue(&["*.demo-shard-0.default.svc".into()])
+            .unwrap();
+        h.world()
+            .put_secret(name, &self.0.ca_pem(), &issued.cert_pem, &issued.key_pem);
+    }
+}
+
+const CERT_MANAGER_CLUSTER: &str = "shards: {count: 1, replicas: 3}\nticketMachine: {replicas: 1}\n\
+     tls: {certManager: {issuerRef: {name: cluster-ca, kind: ClusterIssuer}}}";
+
+fn pod_annotation(h: &Harness, sts: &str, key: &str) -> Option<String> {
+    h.world().sts(sts).unwrap()["spec"]["template"]["metadata"]["annotations"][key]
+        .as_str()
+        .map(String::from)
+}
+
+#[tokio::test]
+async fn tls_via_cert_manager_applies_the_certificate_and_waits_for_its_secret() {
+    let h = Harness::new(OptionalApis {
+        certificate: true,
+        ..OptionalApis::default()
+    });
+    h.world().cert_manager_installed = true;
+    h.world()
+        .put_cluster(&cluster("demo", CERT_MANAGER_CLUSTER));
+    let action = h.reconcile("demo").await;
+    {
+        let world = h.world();
+        let certificate = world
+            .get("apis/cert-manager.io/v1", "certificates", "demo-tls")
+            .expect("the Certificate is applied first");
+        assert_eq!(certificate["spec"]["secretName"], "demo-tls");
+        assert_eq!(certificate["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+        assert_eq!(
+            certificate["metadata"]["ownerReferences"][0]["kind"],
+            "ParsecCluster"
+        );
+        // Nothing that would mount the missing Secret.
+        assert!(world.names("statefulsets").is_empty());
+        assert!(world.names("deployments").is_empty());
+    }
+    assert_eq!(
+        h.condition("demo", "TLSReady"),
+        ("False".into(), "WaitingForSecret".into(), Some(1))
+    );
+    assert_eq!(
+        h.condition("demo", "Progressing"),
+        ("True".into(), "WaitingForSecret".into(), Some(1))
+    );
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15)),
+        "no crash loop: it looks again"
+    );
+
+    // cert-manager issues the certificate.
+    let pki = Pki::new();
+    pki.issue_into(&h, "demo-tls");
+    h.converge("demo", 6).await;
+    assert_eq!(
+        h.condition("demo", "TLSReady"),
+        ("True".into(), "SecretReady".into(), Some(1))
+    );
+    assert_eq!(h.condition("demo", "Available").0, "True");
+    assert!(pod_annotation(&h, "demo-shard-0", "parsec.dev/tls-hash").is_some());
+    {
+        let world = h.world();
+        let volume = &world.sts("demo-ticketer").unwrap()["spec"]["template"]["spec"]["volumes"][0];
+        assert_eq!(
+            volume["projected"]["sources"][1]["secret"]["name"],
+            "demo-tls"
+        );
+        let topology =
+            world.get("api/v1", "configmaps", "demo-topology").unwrap()["data"]["topology.yaml"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        let config = parsec_core::ClusterConfig::from_yaml(&topology).unwrap();
+        assert_eq!(
+            config.tls.unwrap().key_file.to_str(),
+            Some("/etc/parsec/tls/tls.key")
+        );
+        // The operator asked every member for its view over mTLS, never in plain text.
+        assert!(world.admin_calls_tls > 0);
+        assert_eq!(world.admin_calls_plain, 0);
+    }
+
+    // The same Secret, now named directly: the Certificate goes, nothing restarts (same content).
+    let mark = h.world().log.len();
+    h.world().edit_cluster("demo", |c| {
+        c.spec.tls = Some(parsec_operator::crd::TlsSpec {
+            secret_name: Some("demo-tls".into()),
+            cert_manager: None,
+        })
+    });
+    h.converge("demo", 4).await;
+    assert!(
+        h.world()
+            .get("apis/cert-manager.io/v1", "certificates", "demo-tls")
+            .is_none()
+    );
+    assert_eq!(
+        h.log(mark, &["DELETE certificates"]),
+        ["DELETE certificates/demo-tls"]
+    );
+    assert!(h.log(mark, &["DELETE pods"]).is_empty());
+}
+
+#[tokio::test]
+async fn tls_via_cert_manager_without_cert_manager_is_reported_and_creates_nothing() {
+    let h = Harness::new(OptionalApis::default());
+    h.world()
+        .put_cluster(&cluster("demo", CERT_MANAGER_CLUSTER));
+    h.reconcile("demo").await;
+    h.reconcile("demo").await;
+    assert!(h.log(0, &["APPLY", "DELETE"]).is_empty());
+    let (status, reason, _) = h.condition("demo", "Degraded");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "CertManagerMissing")
+    );
+    assert_eq!(h.condition("demo", "TLSReady").1, "CertManagerMissing");
+    assert_eq!(h.condition("demo", "Progressing").0, "False");
+    let warning = h
+        .world()
+        .events
+        .iter()
+        .find(|e| e["reason"] == "DegradedTrue")
+        .cloned()
+        .unwrap();
+    assert_eq!(warning["type"], "Warning");
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("cert-manager is not installed"),
+        "{warning}"
+    );
+
+    // cert-manager installed later is found without restarting the operator.
+    h.world().cert_manager_installed = true;
+    h.reconcile("demo").await;
+    assert!(
+        h.world()
+            .get("apis/cert-manager.io/v1", "certificates", "demo-tls")
+            .is_some()
+    );
+    assert_eq!(h.condition("demo", "Degraded").0, "False");
+}
+
+/// Cluster `demo` with one ticket machine member and `replicas` per shard, whose certificate
+/// comes from Secret `certs` (not created yet).
+fn secret_tls_cluster(replicas: i32) -> Harness {
+    let h = Harness::new(OptionalApis::default());
+    h.world().put_cluster(&cluster(
+        "demo",
+        &format!(
+            "shards: {{count: 1, replicas: {replicas}}}\nticketMachine: {{replicas: 1}}\n\
+             tls: {{secretName: certs}}"
+        ),
+    ));
+    h
+}
+
+#[tokio::test]
+async fn tls_from_a_secret_waits_for_a_usable_secret_then_starts() {
+    let h = secret_tls_cluster(1);
+    h.reconcile("demo").await;
+    assert!(h.log(0, &["APPLY"]).is_empty());
+    assert_eq!(h.condition("demo", "Progressing").1, "WaitingForSecret");
+
+    // A Secret without the CA (what an ACME issuer writes) is refused with the reason.
+    h.world().put_secret("certs", "", "x", "y");
+    h.reconcile("demo").await;
+    assert_eq!(h.condition("demo", "Degraded").1, "SecretInvalid");
+    assert!(h.log(0, &["APPLY"]).is_empty());
+
+    let pki = Pki::new();
+    pki.issue_into(&h, "certs");
+    h.converge("demo", 6).await;
+    assert_eq!(h.condition("demo", "TLSReady").0, "True");
+    assert_eq!(h.condition("demo", "Degraded").0, "False");
+    assert_eq!(h.world().names("statefulsets").len(), 2);
+
+    // The Secret of a running cluster disappears: its pods keep running untouched, and the
+    // operator, which cannot present a certificate, does not call the members at all.
+    h.world()
+        .objects
+        .retain(|key, _| !(key.1 == "secrets" && key.3 == "certs"));
+    let (mark, calls) = {
+        let world = h.world();
+        (
+            world.log.len(),
+            world.admin_calls_plain + world.admin_calls_tls,
+        )
+    };
+    h.reconcile("demo").await;
+    h.reconcile("demo").await;
+    assert!(h.log(mark, &["APPLY", "DELETE"]).is_empty());
+    {
+        let world = h.world();
+        assert_eq!(world.admin_calls_plain + world.admin_calls_tls, calls);
+        assert_eq!(world.names("pods").len(), 2, "both members still run");
+    }
+    assert_eq!(h.condition("demo", "TLSReady").1, "WaitingForSecret");
+    assert_eq!(h.condition("demo", "Available").1, "TLSNotReady");
+    pki.issue_into(&h, "certs");
+    h.converge("demo", 40).await;
+    assert_eq!(h.condition("demo", "Available").0, "True");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_rolls_every_member_one_at_a_time_leader_last() {
+    let h = secret_tls_cluster(3);
+    let pki = Pki::new();
+    pki.issue_into(&h, "certs");
+    h.converge("demo", 6).await;
+    let before = pod_annotation(&h, "demo-shard-0", "parsec.dev/tls-hash").unwrap();
+    let agents_before = h.world().deployment("demo-agent").unwrap()["spec"]["template"].clone();
+
+    // Renewal: same CA, new key and certificate.
+    pki.issue_into(&h, "certs");
+    let mark = h.world().log.len();
+    h.converge("demo", 40).await;
+    let after = pod_annotation(&h, "demo-shard-0", "parsec.dev/tls-hash").unwrap();
+    assert_ne!(before, after);
+    assert_ne!(
+        h.world().deployment("demo-agent").unwrap()["spec"]["template"],
+        agents_before,
+        "the agents roll too (their Deployment does it)"
+    );
+    assert_eq!(
+        h.log(mark, &["DELETE pods", "REMOVE", "ADD_LEARNER", "PROMOTE"]),
+        [
+            "DELETE pods/demo-ticketer-0",
+            "DELETE pods/demo-shard-0-2",
+            "DELETE pods/demo-shard-0-1",
+            "REMOVE demo-shard-0 0",
+            "DELETE pods/demo-shard-0-0",
+            "ADD_LEARNER demo-shard-0 0",
+            "PROMOTE demo-shard-0 0",
+        ]
+    );
+    for (pod, unready) in &h.world().unready_at_delete {
+        assert_eq!(
+            *unready, 0,
+            "{pod} deleted while another member was not ready"
+        );
+    }
+    assert!(h.quiet("demo"));
+}
+
+#[tokio::test]
+async fn network_policies_are_created_and_removed_with_the_spec() {
+    let h = created("shards: {count: 1, replicas: 1}\nticketMachine: {replicas: 1}").await;
+    assert!(h.world().names("networkpolicies").is_empty());
+    h.world()
+        .edit_cluster("demo", |c| c.spec.network_policy.enabled = true);
+    h.converge("demo", 3).await;
+    let mut names = h.world().names("networkpolicies");
+    names.sort();
+    assert_eq!(names, ["demo-agent", "demo-shard", "demo-ticket-machine"]);
+    {
+        let world = h.world();
+        let shard = world
+            .get("apis/networking.k8s.io/v1", "networkpolicies", "demo-shard")
+            .unwrap();
+        let operator = &shard["spec"]["ingress"][0]["from"][2];
+        assert_eq!(
+            operator["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            support::OPERATOR_NS
+        );
+    }
+
+    let mark = h.world().log.len();
+    h.world()
+        .edit_cluster("demo", |c| c.spec.network_policy.enabled = false);
+    h.converge("demo", 3).await;
+    assert!(h.world().names("networkpolicies").is_empty());
+    let mut deleted = h.log(mark, &["DELETE networkpolicies"]);
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            "DELETE networkpolicies/demo-agent",
+            "DELETE networkpolicies/demo-shard",
+            "DELETE networkpolicies/demo-ticket-machine"
+        ]
+    );
+    assert!(h.event_reasons().contains(&"Deleted".to_string()));
+}
+
+#[tokio::test]
+async fn tls_is_not_switched_on_under_running_members_even_past_a_stale_crd() {
+    let h = created("shards: {count: 1, replicas: 3}\nticketMachine: {replicas: 1}").await;
+    Pki::new().issue_into(&h, "certs");
+    let secured = || {
+        Some(parsec_operator::crd::TlsSpec {
+            secret_name: Some("certs".into()),
+            cert_manager: None,
+        })
+    };
+    // The fake API server runs no CEL: the edit gets through, as with a stale CRD.
+    let mark = h.world().log.len();
+    h.world().edit_cluster("demo", |c| c.spec.tls = secured());
+    h.reconcile("demo").await;
+    assert!(h.log(mark, &["APPLY", "DELETE"]).is_empty());
+    assert_eq!(h.condition("demo", "Degraded").1, "SpecRejected");
+    assert!(h.event_reasons().contains(&"SpecRejected".to_string()));
+
+    // Stopped in the same edit: every member goes, then all come back with mTLS.
+    h.world()
+        .edit_cluster("demo", |c| c.spec.cluster_operation.stopped = true);
+    h.converge("demo", 5).await;
+    assert!(h.world().names("pods").is_empty());
+    h.world()
+        .edit_cluster("demo", |c| c.spec.cluster_operation.stopped = false);
+    h.converge("demo", 6).await;
+    assert_eq!(h.condition("demo", "Available").0, "True");
+    assert_eq!(h.condition("demo", "TLSReady").0, "True");
+    assert!(pod_annotation(&h, "demo-shard-0", "parsec.dev/tls-hash").is_some());
 }

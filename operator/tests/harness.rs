@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parsec_operator::build::MonitoringApis;
+use parsec_operator::build::Environment;
 use parsec_operator::render::{parse_cluster, render};
 use serde_json::Value;
 
@@ -119,7 +119,7 @@ fn rendered_pods_boot_a_cluster_that_serves_json_rpc() {
         return;
     };
     let cluster = parse_cluster(CLUSTER, "harness").unwrap();
-    let objects = render(&cluster, MonitoringApis::default()).unwrap();
+    let objects = render(&cluster, &Environment::default()).unwrap();
     let topology = objects
         .iter()
         .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == "local-topology")

@@ -2,19 +2,16 @@
 //! operator applies, so the HorizontalPodAutoscaler owns it (see `controller::apply` for the
 //! hand-over that keeps the API server from resetting it to 1).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::pod;
 use crate::naming::{
-    AGENT_GRPC_PORT, ANNOTATION_CONFIG_HASH, JSON_RPC_PORT, METRICS_PORT, agent_deployment,
-    agent_labels, agent_selector,
+    AGENT_GRPC_PORT, JSON_RPC_PORT, METRICS_PORT, agent_deployment, agent_labels, agent_selector,
 };
 use crate::validate::ValidatedCluster;
 
@@ -29,7 +26,7 @@ pub fn applied_replicas(cluster: &ValidatedCluster) -> Option<i32> {
     }
 }
 
-pub fn agents(cluster: &ValidatedCluster, config_hash: &str) -> Deployment {
+pub fn agents(cluster: &ValidatedCluster, config_hash: &str, tls_hash: Option<&str>) -> Deployment {
     let labels = agent_labels(&cluster.name);
     let selector = agent_selector(&cluster.name);
     let mut container = pod::container(cluster, cluster.spec.agents.resources.clone());
@@ -40,21 +37,13 @@ pub fn agents(cluster: &ValidatedCluster, config_hash: &str) -> Deployment {
         pod::port("json-rpc", JSON_RPC_PORT),
         pod::port("metrics", METRICS_PORT),
     ]);
-    container.startup_probe = Some(pod::grpc_probe(AGENT_GRPC_PORT, "", 2, 60));
-    container.liveness_probe = Some(pod::grpc_probe(AGENT_GRPC_PORT, "", 10, 3));
-    container.readiness_probe = Some(pod::grpc_probe(AGENT_GRPC_PORT, "", 5, 2));
     container.volume_mounts = Some(vec![pod::topology_mount()]);
 
-    let mut pod_spec = PodSpec {
-        containers: vec![container],
-        volumes: Some(vec![pod::topology_volume(cluster)]),
-        security_context: Some(pod::pod_security_context()),
-        termination_grace_period_seconds: Some(
-            cluster.spec.agents.termination_grace_period_seconds,
-        ),
-        enable_service_links: Some(false),
-        ..PodSpec::default()
-    };
+    let mut pod_spec = pod::pod_spec(
+        container,
+        vec![pod::topology_volume(cluster)],
+        cluster.spec.agents.termination_grace_period_seconds,
+    );
     pod::place(cluster, &mut pod_spec, &selector);
 
     Deployment {
@@ -75,10 +64,7 @@ pub fn agents(cluster: &ValidatedCluster, config_hash: &str) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        ANNOTATION_CONFIG_HASH.to_string(),
-                        config_hash.to_string(),
-                    )])),
+                    annotations: Some(pod::template_annotations(config_hash, tls_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec),

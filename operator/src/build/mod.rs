@@ -1,10 +1,12 @@
 //! Pure builders: every object a cluster needs, as a function of the validated spec and the size
 //! each Raft group has right now. One file per kind or role; no I/O anywhere below here.
 
+pub mod certificate;
 pub mod config_map;
 pub mod deployment;
 pub mod hpa;
 pub mod monitoring;
+pub mod network_policy;
 pub mod pdb;
 pub mod pod;
 pub mod service;
@@ -16,6 +18,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DynamicObject;
 use thiserror::Error;
@@ -70,11 +73,35 @@ pub fn spec_replicas(cluster: &ValidatedCluster, group: Group) -> i32 {
     }
 }
 
-/// Which monitoring CRDs the API server knows (found by discovery at start).
+/// Which optional APIs (CRDs of other projects) the API server serves, found by discovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MonitoringApis {
+pub struct OptionalApis {
+    /// monitoring.coreos.com/v1 ServiceMonitor (Prometheus Operator).
     pub service_monitor: bool,
+    /// monitoring.coreos.com/v1 PrometheusRule (Prometheus Operator).
     pub prometheus_rule: bool,
+    /// cert-manager.io/v1 Certificate.
+    pub certificate: bool,
+}
+
+impl OptionalApis {
+    /// Every optional API (what `render --with-…` and the golden files assume).
+    pub fn all() -> Self {
+        OptionalApis {
+            service_monitor: true,
+            prometheus_rule: true,
+            certificate: true,
+        }
+    }
+}
+
+/// What the builders need besides the spec: the API server's optional APIs and where the
+/// operator runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    pub apis: OptionalApis,
+    /// The operator's namespace (its pods call every Raft member's admin API), when known.
+    pub operator_namespace: Option<String>,
 }
 
 /// Every object of a cluster, in apply order.
@@ -88,6 +115,9 @@ pub struct Desired {
     pub pdbs: Vec<PodDisruptionBudget>,
     /// ServiceMonitor and PrometheusRule (CRDs of the Prometheus Operator).
     pub monitoring: Vec<DynamicObject>,
+    /// cert-manager's Certificate, applied first: the pods wait for its Secret.
+    pub certificate: Option<DynamicObject>,
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// Volume size in the volume claim template of each live StatefulSet. The template is immutable
@@ -95,13 +125,17 @@ pub struct Desired {
 /// (see `controller::volumes`).
 pub type LiveVolumeSizes = BTreeMap<Group, String>;
 
-/// Builds every object of `cluster` for the given group sizes.
+/// Builds every object of `cluster` for the given group sizes. `tls_hash` is the hash of the TLS
+/// Secret's content when the operator has read it (pod templates carry it, so a new certificate
+/// rolls the pods).
 pub fn build(
     cluster: &ValidatedCluster,
     sizes: &GroupSizes,
     volumes: &LiveVolumeSizes,
-    apis: MonitoringApis,
+    env: &Environment,
+    tls_hash: Option<&str>,
 ) -> Result<Desired, BuildError> {
+    let apis = env.apis;
     let topology = topology::cluster_config(cluster, sizes)?;
     let topology_map = config_map::topology(cluster, &topology)?;
     let hashes = topology::ConfigHashes::of(cluster, &topology)?;
@@ -126,13 +160,14 @@ pub fn build(
             group,
             size,
             &hashes.raft,
+            tls_hash,
             volumes.get(&group).map(String::as_str),
         ));
         if let Some(pdb) = pdb::raft_group(cluster, group, size.members) {
             desired.pdbs.push(pdb);
         }
     }
-    desired.deployment = Some(deployment::agents(cluster, &hashes.agents));
+    desired.deployment = Some(deployment::agents(cluster, &hashes.agents, tls_hash));
     desired.hpa = hpa::agents(cluster);
     desired.pdbs.push(pdb::agents(cluster));
     if cluster.spec.monitoring.service_monitor.enabled && apis.service_monitor {
@@ -145,6 +180,11 @@ pub fn build(
             .monitoring
             .push(monitoring::prometheus_rule(cluster)?);
     }
+    if apis.certificate {
+        desired.certificate = certificate::certificate(cluster);
+    }
+    desired.network_policies =
+        network_policy::network_policies(cluster, env.operator_namespace.as_deref());
     Ok(desired)
 }
 
@@ -163,6 +203,12 @@ impl Desired {
             Ok(())
         }
         let mut out = Vec::new();
+        if let Some(o) = &self.certificate {
+            push(&mut out, "Certificate", o)?;
+        }
+        for o in &self.network_policies {
+            push(&mut out, "NetworkPolicy", o)?;
+        }
         for o in &self.config_maps {
             push(&mut out, "ConfigMap", o)?;
         }

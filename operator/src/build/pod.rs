@@ -4,20 +4,23 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    GRPCAction, LocalObjectReference, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecurityContext, TopologySpreadConstraint,
-    Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Capabilities, ConfigMapProjection, ConfigMapVolumeSource, Container, ContainerPort,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretProjection, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use parsec_core::TlsFiles;
 
 use crate::crd::AntiAffinity;
 use crate::naming::{
-    DATA_DIR, DATA_VOLUME, Group, LABEL_POD_INDEX, METRICS_PORT, RAFT_HEALTH_SERVICE, TOPOLOGY_DIR,
-    TOPOLOGY_FILE, TOPOLOGY_VOLUME, topology_config_map,
+    ANNOTATION_CONFIG_HASH, ANNOTATION_TLS_HASH, DATA_DIR, DATA_VOLUME, Group, LABEL_POD_INDEX,
+    LIVENESS_PATH, METRICS_PORT, READINESS_PATH, TLS_CA_KEY, TLS_CERT_KEY, TLS_DIR, TLS_KEY_KEY,
+    TOPOLOGY_DIR, TOPOLOGY_FILE, TOPOLOGY_VOLUME, topology_config_map,
 };
 use crate::validate::ValidatedCluster;
-use k8s_openapi::api::core::v1::ResourceRequirements;
 
 pub const CONTAINER: &str = "parsec";
 const RUN_AS: i64 = 10001;
@@ -143,13 +146,14 @@ pub fn port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-/// A native gRPC probe (grpc.health.v1) of `service` on `port`.
-pub fn grpc_probe(port: i32, service: &str, period: i32, failures: i32) -> Probe {
+/// An HTTP probe of `path` on the metrics port.
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
-        grpc: Some(GRPCAction {
-            port,
-            service: Some(service.into()),
-            ..GRPCAction::default()
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            scheme: Some("HTTP".into()),
+            ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
         failure_threshold: Some(failures),
@@ -158,14 +162,18 @@ pub fn grpc_probe(port: i32, service: &str, period: i32, failures: i32) -> Probe
     }
 }
 
-/// Probes of a Raft member: alive while the process serves; ready while it is a member that
-/// knows its leader and has caught up; up to two minutes to open its log at start.
-pub fn raft_probes(group: Group) -> (Probe, Probe, Probe) {
-    let port = group.port();
+/// Startup, liveness and readiness probes of every role, on the metrics server's plain HTTP
+/// port. Not gRPC probes: with mutual TLS every gRPC port demands a client certificate, which
+/// the kubelet cannot present; and the gRPC health service follows readiness, so as a liveness
+/// probe it would restart a Raft member merely for having lost its leader. `/healthz` answers
+/// while the process runs (whatever its log replay takes); `/readyz` reports what gRPC health
+/// reports: a Raft member that knows its leader and caught up, an agent that reaches every
+/// shard and the ticket machine.
+pub fn probes() -> (Probe, Probe, Probe) {
     (
-        grpc_probe(port, "", 2, 60),
-        grpc_probe(port, "", 10, 3),
-        grpc_probe(port, RAFT_HEALTH_SERVICE, 5, 2),
+        http_probe(LIVENESS_PATH, 2, 60),
+        http_probe(LIVENESS_PATH, 10, 3),
+        http_probe(READINESS_PATH, 5, 2),
     )
 }
 
@@ -196,12 +204,65 @@ pub fn pod_security_context() -> PodSecurityContext {
     }
 }
 
+/// Where every process finds the cluster's certificate (the topology's `tls`).
+pub fn tls_files() -> TlsFiles {
+    let file = |key: &str| format!("{TOPOLOGY_DIR}/{TLS_DIR}/{key}").into();
+    TlsFiles {
+        ca_file: file(TLS_CA_KEY),
+        cert_file: file(TLS_CERT_KEY),
+        key_file: file(TLS_KEY_KEY),
+    }
+}
+
+/// Owner and group (the pod's fsGroup) may read; the private key is readable by nobody else.
+const TLS_FILE_MODE: i32 = 0o440;
+
+/// The read-only configuration of every process: the topology, and with TLS the certificate
+/// under `tls/`. One projected volume rather than a second mount inside the first (a mount point
+/// in a ConfigMap volume is fragile).
 pub fn topology_volume(cluster: &ValidatedCluster) -> Volume {
+    let topology = topology_config_map(&cluster.name);
+    let Some(tls) = &cluster.spec.tls else {
+        return Volume {
+            name: TOPOLOGY_VOLUME.into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: topology,
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+    };
+    let item = |key: &str| KeyToPath {
+        key: key.into(),
+        path: format!("{TLS_DIR}/{key}"),
+        ..KeyToPath::default()
+    };
     Volume {
         name: TOPOLOGY_VOLUME.into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: topology_config_map(&cluster.name),
-            ..ConfigMapVolumeSource::default()
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(TLS_FILE_MODE),
+            sources: Some(vec![
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: topology,
+                        ..ConfigMapProjection::default()
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: tls.secret(&cluster.name),
+                        items: Some(vec![
+                            item(TLS_CA_KEY),
+                            item(TLS_CERT_KEY),
+                            item(TLS_KEY_KEY),
+                        ]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            ..ProjectedVolumeSource::default()
         }),
         ..Volume::default()
     }
@@ -224,14 +285,44 @@ pub fn data_mount() -> VolumeMount {
     }
 }
 
+/// Annotations of a pod template: the hash of the configuration it runs with and, with TLS, of
+/// the certificate it mounts (known once the operator has read the Secret). Either changing rolls
+/// the pods.
+pub fn template_annotations(config_hash: &str, tls_hash: Option<&str>) -> BTreeMap<String, String> {
+    let mut annotations =
+        BTreeMap::from([(ANNOTATION_CONFIG_HASH.to_string(), config_hash.to_string())]);
+    if let Some(hash) = tls_hash {
+        annotations.insert(ANNOTATION_TLS_HASH.to_string(), hash.to_string());
+    }
+    annotations
+}
+
+/// A pod of `container` with the settings every role shares: non-root, RuntimeDefault seccomp,
+/// no service account token (the data plane never calls the API server), no service links.
+pub fn pod_spec(container: Container, volumes: Vec<Volume>, grace_seconds: i64) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        security_context: Some(pod_security_context()),
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(grace_seconds),
+        enable_service_links: Some(false),
+        ..PodSpec::default()
+    }
+}
+
 /// The one container, with what every role shares filled in.
 pub fn container(cluster: &ValidatedCluster, resources: Option<ResourceRequirements>) -> Container {
+    let (startup, liveness, readiness) = probes();
     Container {
         name: CONTAINER.into(),
         image: Some(cluster.image()),
         image_pull_policy: cluster.spec.image.pull_policy.map(|p| format!("{p:?}")),
         resources,
         security_context: Some(security_context()),
+        startup_probe: Some(startup),
+        liveness_probe: Some(liveness),
+        readiness_probe: Some(readiness),
         ..Container::default()
     }
 }

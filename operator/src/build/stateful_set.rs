@@ -13,18 +13,14 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec,
-    VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodTemplateSpec, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::GroupSize;
 use super::pod;
-use crate::naming::{
-    ANNOTATION_CONFIG_HASH, DATA_DIR, DATA_VOLUME, Group, METRICS_PORT, group_labels,
-    group_selector,
-};
+use crate::naming::{DATA_DIR, DATA_VOLUME, Group, METRICS_PORT, group_labels, group_selector};
 use crate::validate::ValidatedCluster;
 
 pub fn raft_group(
@@ -32,6 +28,7 @@ pub fn raft_group(
     group: Group,
     size: GroupSize,
     config_hash: &str,
+    tls_hash: Option<&str>,
     live_volume_size: Option<&str>,
 ) -> StatefulSet {
     let name = group.stateful_set(&cluster.name);
@@ -48,7 +45,6 @@ pub fn raft_group(
         ),
     };
 
-    let (startup, liveness, readiness) = pod::raft_probes(group);
     let mut container = pod::container(cluster, resources);
     container.args = Some(pod::raft_args(group));
     container.env = Some(pod::env(cluster, true));
@@ -56,20 +52,10 @@ pub fn raft_group(
         pod::port("grpc", group.port()),
         pod::port("metrics", METRICS_PORT),
     ]);
-    container.startup_probe = Some(startup);
-    container.liveness_probe = Some(liveness);
-    container.readiness_probe = Some(readiness);
     container.working_dir = Some(DATA_DIR.into());
     container.volume_mounts = Some(vec![pod::topology_mount(), pod::data_mount()]);
 
-    let mut pod_spec = PodSpec {
-        containers: vec![container],
-        volumes: Some(vec![pod::topology_volume(cluster)]),
-        security_context: Some(pod::pod_security_context()),
-        termination_grace_period_seconds: Some(30),
-        enable_service_links: Some(false),
-        ..PodSpec::default()
-    };
+    let mut pod_spec = pod::pod_spec(container, vec![pod::topology_volume(cluster)], 30);
     pod::place(cluster, &mut pod_spec, &selector);
 
     let claim = PersistentVolumeClaim {
@@ -116,10 +102,7 @@ pub fn raft_group(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: Some(BTreeMap::from([(
-                        ANNOTATION_CONFIG_HASH.to_string(),
-                        config_hash.to_string(),
-                    )])),
+                    annotations: Some(pod::template_annotations(config_hash, tls_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec),

@@ -10,7 +10,7 @@ use crate::naming::Group;
 use crate::validate::ValidatedCluster;
 
 /// Renders and validates the topology. Agents are not listed: they are a Deployment and name
-/// themselves with `--name $(POD_NAME)`.
+/// themselves with `--name $(POD_NAME)`. With TLS, `tls` names the mounted certificate files.
 pub fn cluster_config(
     cluster: &ValidatedCluster,
     sizes: &GroupSizes,
@@ -44,7 +44,8 @@ pub fn cluster_config(
             block_interval_ms: cluster.spec.chain.block_interval_ms,
             ..Settings::default()
         },
-        tls: None,
+        // Every process finds the certificate where the pod mounts the Secret.
+        tls: cluster.spec.tls.as_ref().map(|_| super::pod::tls_files()),
     };
     config.validate().map_err(BuildError::Topology)?;
     Ok(config)
@@ -121,6 +122,18 @@ mod tests {
         );
         assert_eq!(parsed.ticket_machine.replicas.len(), 1);
         assert!(parsed.agents.is_empty());
+        assert_eq!(parsed.tls, None, "plain gRPC unless spec.tls asks");
+    }
+
+    #[test]
+    fn with_tls_every_process_reads_the_mounted_certificate() {
+        let cluster = validated("shards: {count: 1}\ntls: {secretName: certs}");
+        let config = cluster_config(&cluster, &spec_sizes(&cluster)).unwrap();
+        let parsed = ClusterConfig::from_yaml(&to_yaml(&config).unwrap()).unwrap();
+        let tls = parsed.tls.unwrap();
+        assert_eq!(tls.ca_file.to_str(), Some("/etc/parsec/tls/ca.crt"));
+        assert_eq!(tls.cert_file.to_str(), Some("/etc/parsec/tls/tls.crt"));
+        assert_eq!(tls.key_file.to_str(), Some("/etc/parsec/tls/tls.key"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
@@ -16,8 +17,9 @@ use serde_json::json;
 
 use super::Error;
 use super::observe::ObservedDeployment;
+use crate::build::certificate::certificate_resource;
 use crate::build::monitoring::{prometheus_rule_resource, service_monitor_resource};
-use crate::build::{Desired, MonitoringApis};
+use crate::build::{Desired, OptionalApis};
 use crate::naming::{FIELD_MANAGER, HPA_HANDOVER_MANAGER, instance_selector};
 use crate::validate::ValidatedCluster;
 
@@ -47,19 +49,34 @@ where
     Ok(())
 }
 
-async fn apply_dynamic(
+/// The custom resources of other projects the operator may create, with the kind each error
+/// names.
+fn dynamic_kinds() -> [(ApiResource, &'static str); 3] {
+    [
+        (service_monitor_resource(), "ServiceMonitor"),
+        (prometheus_rule_resource(), "PrometheusRule"),
+        (certificate_resource(), "Certificate"),
+    ]
+}
+
+/// Applies a custom resource of another project (ServiceMonitor, PrometheusRule, Certificate).
+pub async fn apply_dynamic(
     client: &Client,
     namespace: &str,
     resource: &ApiResource,
     object: &DynamicObject,
 ) -> Result<(), Error> {
     let name = object.name_any();
+    let kind = dynamic_kinds()
+        .into_iter()
+        .find(|(r, _)| r == resource)
+        .map_or("custom resource", |(_, kind)| kind);
     Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
         .patch(&name, &apply_params(), &Patch::Apply(object))
         .await
         .map_err(|source| Error::Kube {
             action: "apply",
-            kind: "monitoring object",
+            kind,
             name,
             source,
         })?;
@@ -124,6 +141,13 @@ pub async fn apply(
     live_deployment: Option<&ObservedDeployment>,
 ) -> Result<(), Error> {
     let ns = &cluster.namespace;
+    // The Certificate first: cert-manager can issue while the rest is applied.
+    if let Some(certificate) = &desired.certificate {
+        apply_dynamic(client, ns, &certificate_resource(), certificate).await?;
+    }
+    for o in &desired.network_policies {
+        apply_one(client, ns, o).await?;
+    }
     for o in &desired.config_maps {
         apply_one(client, ns, o).await?;
     }
@@ -204,6 +228,7 @@ async fn delete_dynamic_orphans(
     client: &Client,
     cluster: &ValidatedCluster,
     resource: &ApiResource,
+    kind: &'static str,
     keep: &BTreeSet<String>,
 ) -> Result<Vec<String>, Error> {
     let api = Api::<DynamicObject>::namespaced_with(client.clone(), &cluster.namespace, resource);
@@ -212,7 +237,7 @@ async fn delete_dynamic_orphans(
         .await
         .map_err(|source| Error::Kube {
             action: "list",
-            kind: "monitoring object",
+            kind,
             name: cluster.name.clone(),
             source,
         })?;
@@ -226,11 +251,11 @@ async fn delete_dynamic_orphans(
             .await
             .map_err(|source| Error::Kube {
                 action: "delete",
-                kind: "monitoring object",
+                kind,
                 name: name.clone(),
                 source,
             })?;
-        deleted.push(format!("{}/{name}", resource.kind));
+        deleted.push(format!("{kind}/{name}"));
     }
     Ok(deleted)
 }
@@ -241,12 +266,13 @@ fn names<K: ResourceExt>(objects: &[K]) -> BTreeSet<String> {
 
 /// Deletes what this cluster's labels select but `desired` no longer contains (an HPA after
 /// autoscaling was turned off, a PDB of a group shrunk to one member, a ServiceMonitor after
-/// monitoring was turned off). Returns `Kind/name` of each deleted object.
+/// monitoring was turned off, NetworkPolicies once disabled, the Certificate once TLS no longer
+/// comes from cert-manager). Returns `Kind/name` of each deleted object.
 pub async fn delete_orphans(
     client: &Client,
     cluster: &ValidatedCluster,
     desired: &Desired,
-    apis: MonitoringApis,
+    apis: OptionalApis,
 ) -> Result<Vec<String>, Error> {
     let mut deleted = Vec::new();
     deleted.extend(
@@ -267,28 +293,23 @@ pub async fn delete_orphans(
     deleted.extend(
         delete_orphans_of::<PodDisruptionBudget>(client, cluster, &names(&desired.pdbs)).await?,
     );
-    for (present, resource, kind) in [
-        (
-            apis.service_monitor,
-            service_monitor_resource(),
-            "ServiceMonitor",
-        ),
-        (
-            apis.prometheus_rule,
-            prometheus_rule_resource(),
-            "PrometheusRule",
-        ),
-    ] {
+    deleted.extend(
+        delete_orphans_of::<NetworkPolicy>(client, cluster, &names(&desired.network_policies))
+            .await?,
+    );
+    let present = [apis.service_monitor, apis.prometheus_rule, apis.certificate];
+    for ((resource, kind), present) in dynamic_kinds().into_iter().zip(present) {
         if !present {
             continue;
         }
         let keep: BTreeSet<String> = desired
             .monitoring
             .iter()
+            .chain(&desired.certificate)
             .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == kind))
             .map(ResourceExt::name_any)
             .collect();
-        deleted.extend(delete_dynamic_orphans(client, cluster, &resource, &keep).await?);
+        deleted.extend(delete_dynamic_orphans(client, cluster, &resource, kind, &keep).await?);
     }
     Ok(deleted)
 }

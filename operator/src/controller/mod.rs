@@ -5,6 +5,7 @@ pub mod apply;
 pub mod observe;
 pub mod plan;
 pub mod status;
+pub mod tls;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
@@ -24,13 +26,17 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use thiserror::Error;
 
-use crate::admin::RaftAdmin;
-use crate::build::{self, BuildError, MonitoringApis};
+use crate::admin::{RaftAdmin, Target};
+use crate::build::certificate::{self, certificate_resource};
+use crate::build::{self, BuildError, Environment};
 use crate::crd::{Operation, ParsecCluster, ParsecClusterStatus};
+use crate::discovery;
 use crate::metrics::Metrics;
 use crate::naming::FIELD_MANAGER;
-use crate::validate::validate;
+use crate::validate::{ValidatedCluster, validate};
+use parsec_transport::Tls;
 use plan::Effect;
+use tls::{TlsProblem, TlsState};
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -62,7 +68,8 @@ pub struct Context {
     pub admin: Arc<dyn RaftAdmin>,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
-    pub apis: MonitoringApis,
+    /// Optional APIs found at start, and the operator's namespace.
+    pub env: Environment,
     /// Consecutive failed reconciles per cluster (`namespace/name`), for exponential backoff
     /// (kube-runtime has none per object).
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
@@ -87,7 +94,7 @@ impl Context {
         client: Client,
         admin: Arc<dyn RaftAdmin>,
         metrics: Arc<Metrics>,
-        apis: MonitoringApis,
+        env: Environment,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -98,7 +105,7 @@ impl Context {
             client,
             admin,
             metrics,
-            apis,
+            env,
             failures: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -121,6 +128,8 @@ impl Context {
 /// Requeue soon while something is moving, rarely otherwise (watches wake us on changes).
 const BUSY_REQUEUE: Duration = Duration::from_secs(5);
 const IDLE_REQUEUE: Duration = Duration::from_secs(300);
+/// While the TLS Secret is not usable: the operator does not watch Secrets, so it looks again.
+const TLS_WAIT_REQUEUE: Duration = Duration::from_secs(15);
 
 async fn publish(
     ctx: &Context,
@@ -172,27 +181,77 @@ async fn patch_status(
     Ok(())
 }
 
+/// Publishes an event for every condition whose status changed, and updates the condition
+/// gauges.
+async fn publish_transitions(
+    ctx: &Context,
+    cluster: &ParsecCluster,
+    validated: &ValidatedCluster,
+    old_status: Option<&ParsecClusterStatus>,
+    status: &ParsecClusterStatus,
+) {
+    for condition in &status.conditions {
+        let before =
+            old_status.and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_));
+        if before.map(|c| &c.status) != Some(&condition.status) {
+            let warning = (condition.type_ == status::DEGRADED && condition.status == "True")
+                || (condition.type_ == status::TLS_READY && condition.status == "False");
+            let type_ = if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(
+                ctx,
+                cluster,
+                type_,
+                &format!("{}{}", condition.type_, condition.status),
+                format!("{}: {}", condition.reason, condition.message),
+            )
+            .await;
+        }
+        ctx.metrics.set_condition(
+            &validated.namespace,
+            &validated.name,
+            &condition.type_,
+            condition.status == "True",
+        );
+    }
+}
+
 /// Takes one disruptive step. Errors of the data plane are not reconcile errors: they are
 /// recorded in the operation and the step is retried.
-async fn execute(ctx: &Context, namespace: &str, effect: &Effect) -> Result<(), String> {
+async fn execute(
+    ctx: &Context,
+    namespace: &str,
+    tls: Option<&Tls>,
+    effect: &Effect,
+) -> Result<(), String> {
+    let leader = |addr| Target { addr, tls };
     match effect {
         Effect::AddLearner {
-            leader,
+            leader: addr,
             node_id,
-            addr,
+            addr: node_addr,
         } => ctx
             .admin
-            .add_learner(leader, *node_id, addr)
+            .add_learner(leader(addr), *node_id, node_addr)
             .await
             .map_err(|e| e.to_string()),
-        Effect::PromoteLearner { leader, node_id } => ctx
+        Effect::PromoteLearner {
+            leader: addr,
+            node_id,
+        } => ctx
             .admin
-            .promote_learner(leader, *node_id)
+            .promote_learner(leader(addr), *node_id)
             .await
             .map_err(|e| e.to_string()),
-        Effect::RemoveMember { leader, node_id } => ctx
+        Effect::RemoveMember {
+            leader: addr,
+            node_id,
+        } => ctx
             .admin
-            .remove_member(leader, *node_id)
+            .remove_member(leader(addr), *node_id)
             .await
             .map_err(|e| e.to_string()),
         Effect::DeletePod { pod } => Api::<Pod>::namespaced(ctx.client.clone(), namespace)
@@ -239,6 +298,24 @@ pub async fn reconcile(cluster: Arc<ParsecCluster>, ctx: Arc<Context>) -> Result
     result
 }
 
+/// The spec cannot be reconciled: Degraded=True SpecRejected with `reason` (and an event), nothing
+/// applied. Nothing to retry until the spec changes.
+async fn reject(
+    ctx: &Context,
+    cluster: &ParsecCluster,
+    reason: String,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    tracing::warn!(%reason, "spec rejected");
+    let old_status = cluster.status.as_ref();
+    let status = status::rejected(old_status, cluster.metadata.generation, &reason, now);
+    if old_status != Some(&status) {
+        publish(ctx, cluster, EventType::Warning, "SpecRejected", reason).await;
+    }
+    patch_status(ctx, cluster, &status).await?;
+    Ok(Action::await_change())
+}
+
 #[tracing::instrument(skip_all, fields(cluster = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
 async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Action, Error> {
     if cluster.meta().deletion_timestamp.is_some() {
@@ -250,20 +327,27 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
     let old_status = cluster.status.as_ref();
     let validated = match validate(cluster) {
         Ok(v) => v,
-        Err(errors) => {
-            let reason = errors.to_string();
-            tracing::warn!(%reason, "spec rejected");
-            let status = status::rejected(old_status, cluster.metadata.generation, &reason, now);
-            if old_status != Some(&status) {
-                publish(ctx, cluster, EventType::Warning, "SpecRejected", reason).await;
-            }
-            patch_status(ctx, cluster, &status).await?;
-            // Nothing to retry until the spec changes.
-            return Ok(Action::await_change());
-        }
+        Err(errors) => return reject(ctx, cluster, errors.to_string(), now).await,
     };
 
-    let observed = observe::observe(&ctx.client, ctx.admin.as_ref(), &validated).await?;
+    // cert-manager installed after the operator started is found when a cluster asks for it.
+    let wants_cert_manager = validated
+        .spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.cert_manager.is_some());
+    let mut env = ctx.env.clone();
+    env.apis.certificate =
+        env.apis.certificate || (wants_cert_manager && discovery::certificates(&ctx.client).await);
+    let tls = tls::read(&ctx.client, &validated, env.apis.certificate).await?;
+    let access = match &tls {
+        TlsState::Waiting(_) => observe::AdminAccess::None,
+        ready_or_off => observe::AdminAccess::Call(ctx.admin.as_ref(), ready_or_off.identity()),
+    };
+    let observed = observe::observe(&ctx.client, access, &validated).await?;
+    if let Some(reason) = tls::switch_refused(&validated, &observed) {
+        return reject(ctx, cluster, reason, now).await;
+    }
     let paused = validated.spec.cluster_operation.reconciliation_paused;
     let mut plan = plan::plan(&validated, old_status, &observed, &now.to_string());
 
@@ -275,6 +359,7 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
             operation: old_status.and_then(|s| s.operation.as_ref()),
             old: old_status,
             paused: true,
+            tls: &tls,
             now,
         });
         if !old_status.is_some_and(|s| {
@@ -294,13 +379,16 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
         patch_status(ctx, cluster, &status).await?;
         return Ok(Action::requeue(IDLE_REQUEUE));
     }
+    if let TlsState::Waiting(problem) = &tls {
+        return wait_for_tls(ctx, cluster, &validated, &observed, &plan, &tls, problem).await;
+    }
 
     let live_volumes: build::LiveVolumeSizes = observed
         .groups
         .iter()
         .filter_map(|(g, o)| Some((*g, o.volume_size.clone()?)))
         .collect();
-    let desired = build::build(&validated, &plan.sizes, &live_volumes, ctx.apis)?;
+    let desired = build::build(&validated, &plan.sizes, &live_volumes, &env, tls.hash())?;
     apply::apply(
         &ctx.client,
         &validated,
@@ -308,7 +396,7 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
         observed.deployment.as_ref(),
     )
     .await?;
-    for deleted in apply::delete_orphans(&ctx.client, &validated, &desired, ctx.apis).await? {
+    for deleted in apply::delete_orphans(&ctx.client, &validated, &desired, env.apis).await? {
         tracing::info!(object = %deleted, "deleted an object the cluster no longer needs");
         publish(
             ctx,
@@ -327,7 +415,7 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
     // The one disruptive step of this reconcile.
     if let Some(effect) = plan.effect.clone() {
         let label = effect_label(&effect);
-        match execute(ctx, &validated.namespace, &effect).await {
+        match execute(ctx, &validated.namespace, tls.identity(), &effect).await {
             Ok(()) => {
                 ctx.metrics.observe_step(label, true);
                 tracing::info!(step = label, ?effect, "operation step done");
@@ -397,33 +485,10 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
         operation: plan.operation.as_ref(),
         old: old_status,
         paused: false,
+        tls: &tls,
         now,
     });
-    for condition in &status.conditions {
-        let before =
-            old_status.and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_));
-        if before.map(|c| &c.status) != Some(&condition.status) {
-            let type_ = if condition.type_ == status::DEGRADED && condition.status == "True" {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            };
-            publish(
-                ctx,
-                cluster,
-                type_,
-                &format!("{}{}", condition.type_, condition.status),
-                format!("{}: {}", condition.reason, condition.message),
-            )
-            .await;
-        }
-        ctx.metrics.set_condition(
-            &validated.namespace,
-            &validated.name,
-            &condition.type_,
-            condition.status == "True",
-        );
-    }
+    publish_transitions(ctx, cluster, &validated, old_status, &status).await;
     patch_status(ctx, cluster, &status).await?;
 
     let busy = status.operation.is_some()
@@ -436,6 +501,46 @@ async fn reconcile_inner(cluster: &ParsecCluster, ctx: &Context) -> Result<Actio
     } else {
         IDLE_REQUEUE
     }))
+}
+
+/// TLS is asked for but its certificate is not usable yet: apply the Certificate (so that
+/// cert-manager can issue it), touch no workload, start no operation (a restarted pod could not
+/// mount the Secret, and the admin API is unreachable without the certificate), and say why.
+async fn wait_for_tls(
+    ctx: &Context,
+    cluster: &ParsecCluster,
+    validated: &ValidatedCluster,
+    observed: &observe::Observed,
+    plan: &plan::Plan,
+    tls: &TlsState,
+    problem: &TlsProblem,
+) -> Result<Action, Error> {
+    if *problem != TlsProblem::CertManagerMissing
+        && let Some(certificate) = certificate::certificate(validated)
+    {
+        apply::apply_dynamic(
+            &ctx.client,
+            &validated.namespace,
+            &certificate_resource(),
+            &certificate,
+        )
+        .await?;
+    }
+    tracing::info!(%problem, "waiting for the TLS certificate");
+    let old_status = cluster.status.as_ref();
+    let status = status::compute(status::StatusInput {
+        cluster: validated,
+        observed,
+        members: &plan.members_before,
+        operation: old_status.and_then(|s| s.operation.as_ref()),
+        old: old_status,
+        paused: false,
+        tls,
+        now: Timestamp::now(),
+    });
+    publish_transitions(ctx, cluster, validated, old_status, &status).await;
+    patch_status(ctx, cluster, &status).await?;
+    Ok(Action::requeue(TLS_WAIT_REQUEUE))
 }
 
 /// Failed reconciles are retried after a pause; the failure is published as an event.
@@ -461,7 +566,7 @@ pub async fn run(ctx: Arc<Context>) {
         crate::naming::LABEL_MANAGED_BY,
         FIELD_MANAGER
     ));
-    Controller::new(clusters, watcher::Config::default())
+    let mut controller = Controller::new(clusters, watcher::Config::default())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Deployment>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
@@ -470,7 +575,21 @@ pub async fn run(ctx: Arc<Context>) {
             Api::<PodDisruptionBudget>::all(client.clone()),
             config.clone(),
         )
-        .owns(Api::<HorizontalPodAutoscaler>::all(client.clone()), config)
+        .owns(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            config.clone(),
+        )
+        .owns(Api::<NetworkPolicy>::all(client.clone()), config.clone());
+    // A renewed certificate changes its Certificate's status: reconcile at once to roll the pods.
+    if ctx.env.apis.certificate {
+        let resource = certificate_resource();
+        controller = controller.owns_with(
+            Api::<DynamicObject>::all_with(client.clone(), &resource),
+            resource,
+            config,
+        );
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

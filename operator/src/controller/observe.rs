@@ -8,9 +8,10 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
+use parsec_transport::Tls;
 
 use super::Error;
-use crate::admin::{MemberState, RaftAdmin};
+use crate::admin::{MemberState, RaftAdmin, Target};
 use crate::naming::{
     FIELD_MANAGER, Group, LABEL_GROUP, LABEL_REVISION, agent_deployment, instance_selector,
     ordinal_of,
@@ -36,6 +37,8 @@ pub struct ObservedGroup {
     pub members: BTreeMap<u64, MemberState>,
     /// Storage request of the live volume claim template.
     pub volume_size: Option<String>,
+    /// The live pod template mounts a TLS Secret: its members speak mutual TLS.
+    pub mounts_tls: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -140,9 +143,20 @@ pub fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
         })
 }
 
+/// How this reconcile may call the members' admin API.
+#[derive(Clone, Copy)]
+pub enum AdminAccess<'a> {
+    /// Plain gRPC, or mutual TLS with the cluster's certificate.
+    Call(&'a dyn RaftAdmin, Option<&'a Tls>),
+    /// The cluster requires mutual TLS but its certificate is not usable: members would refuse
+    /// (and log) every call, so none is made and their views stay unknown.
+    None,
+}
+
+/// Reads the cluster's live objects and asks every running member for its Raft view.
 pub async fn observe(
     client: &Client,
-    admin: &dyn RaftAdmin,
+    access: AdminAccess<'_>,
     cluster: &ValidatedCluster,
 ) -> Result<Observed, Error> {
     let ns = &cluster.namespace;
@@ -184,6 +198,15 @@ pub async fn observe(
                 .and_then(|r| r.requests.as_ref())
                 .and_then(|r| r.get("storage"))
                 .map(|q| q.0.clone()),
+            mounts_tls: sts
+                .spec
+                .template
+                .spec
+                .iter()
+                .flat_map(|pod| pod.volumes.iter().flatten())
+                .filter_map(|volume| volume.projected.as_ref())
+                .flat_map(|projected| projected.sources.iter().flatten())
+                .any(|source| source.secret.is_some()),
             ..ObservedGroup::default()
         };
         for pod in pods
@@ -192,9 +215,12 @@ pub async fn observe(
             .filter(|p| p.labels().get(LABEL_GROUP) == Some(&group.id()))
             .filter_map(pod_state)
         {
-            if pod.running && !pod.terminating {
+            if let AdminAccess::Call(admin, tls) = access
+                && pod.running
+                && !pod.terminating
+            {
                 let addr = group.address(&cluster.name, ns, pod.ordinal);
-                match admin.status(&addr).await {
+                match admin.status(Target { addr: &addr, tls }).await {
                     Ok(member) => {
                         state.members.insert(pod.ordinal, member);
                     }

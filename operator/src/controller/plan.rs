@@ -494,6 +494,7 @@ mod tests {
                 })
                 .collect(),
             volume_size: None,
+            mounts_tls: false,
         }
     }
 

@@ -12,12 +12,15 @@ use crate::naming::{Group, agent_selector, json_rpc_endpoint, selector_string};
 use crate::validate::ValidatedCluster;
 
 use super::observe::Observed;
+use super::tls::TlsState;
 
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const PAUSED: &str = "ReconciliationPaused";
 pub const STOPPED: &str = "Stopped";
+/// Present when `spec.tls` is set: whether the certificate is there and usable.
+pub const TLS_READY: &str = "TLSReady";
 
 /// A condition before timestamps: type, status, reason, message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +115,7 @@ pub struct StatusInput<'a> {
     pub operation: Option<&'a Operation>,
     pub old: Option<&'a ParsecClusterStatus>,
     pub paused: bool,
+    pub tls: &'a TlsState,
     pub now: Timestamp,
 }
 
@@ -123,8 +127,13 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
         operation,
         old,
         paused,
+        tls,
         now,
     } = input;
+    let tls_problem = match tls {
+        TlsState::Waiting(problem) => Some(problem),
+        _ => None,
+    };
     let groups: Vec<RaftGroupStatus> = Group::all(cluster.spec.shards.count)
         .into_iter()
         .map(|g| group_status(cluster, observed, members, g))
@@ -179,6 +188,14 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
 
     let available = if stopped {
         cond(AVAILABLE, false, "Stopped", "the cluster is stopped")
+    } else if let Some(problem) = tls_problem {
+        // Without a usable certificate the operator cannot ask the members anything.
+        cond(
+            AVAILABLE,
+            false,
+            "TLSNotReady",
+            format!("unknown: the members' admin API needs the cluster's certificate ({problem})"),
+        )
     } else if !without_leader.is_empty() {
         cond(
             AVAILABLE,
@@ -205,6 +222,15 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
             false,
             "ReconciliationPaused",
             "reconciliation is paused",
+        )
+    } else if let Some(problem) = tls_problem {
+        // Nothing moves until the certificate is usable; waiting for cert-manager is progress,
+        // a problem only the user can fix is not.
+        cond(
+            PROGRESSING,
+            !problem.needs_user(),
+            problem.reason(),
+            problem.to_string(),
         )
     } else if let Some(op) = operation {
         cond(
@@ -268,6 +294,8 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
     };
     let degraded = if stopped {
         cond(DEGRADED, false, "Stopped", "the cluster is stopped")
+    } else if let Some(problem) = tls_problem.filter(|p| p.needs_user()) {
+        cond(DEGRADED, true, problem.reason(), problem.to_string())
     } else if !short.is_empty() {
         cond(
             DEGRADED,
@@ -285,7 +313,20 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
             "every member and agent is ready",
         )
     };
-    let conds = [
+    let tls_ready = cluster.spec.tls.as_ref().map(|_| match tls {
+        TlsState::Ready(material) => cond(
+            TLS_READY,
+            true,
+            "SecretReady",
+            format!(
+                "every component presents the certificate of Secret {}",
+                material.secret
+            ),
+        ),
+        TlsState::Waiting(problem) => cond(TLS_READY, false, problem.reason(), problem.to_string()),
+        TlsState::Off => cond(TLS_READY, false, "NotRead", "the Secret was not read"),
+    });
+    let conds: Vec<Cond> = [
         available,
         progressing,
         degraded,
@@ -309,7 +350,10 @@ pub fn compute(input: StatusInput<'_>) -> ParsecClusterStatus {
         } else {
             cond(STOPPED, false, "Running", "")
         },
-    ];
+    ]
+    .into_iter()
+    .chain(tls_ready)
+    .collect();
     let old_conditions = old.map(|o| o.conditions.as_slice()).unwrap_or(&[]);
     let mut groups = groups.into_iter();
     let ticket_machine = groups.next();
@@ -341,7 +385,7 @@ pub fn rejected(
         .iter()
         .filter(|c| c.type_ != DEGRADED)
         .filter_map(|c| {
-            let type_ = [AVAILABLE, PROGRESSING, PAUSED, STOPPED]
+            let type_ = [AVAILABLE, PROGRESSING, PAUSED, STOPPED, TLS_READY]
                 .into_iter()
                 .find(|t| *t == c.type_)?;
             Some(cond(

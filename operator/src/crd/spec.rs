@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ use super::status::ParsecClusterStatus;
     validation = Rule::new("size(self.metadata.name) <= 40")
         .message("metadata.name must be at most 40 characters (pod and volume names derive from it)")
 )]
+#[x_kube(validation = Rule::new(TLS_TOGGLE_RULE).message(
+    "tls can be turned on or off only together with clusterOperation.stopped: plain and mTLS \
+     members cannot talk to each other, so a rolling restart cannot switch a running cluster"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct ParsecClusterSpec {
     /// The one image every role runs (binary `parsec`).
@@ -66,7 +71,19 @@ pub struct ParsecClusterSpec {
     pub cluster_operation: ClusterOperation,
     #[serde(default)]
     pub pvc_retention: PvcRetention,
+    /// Mutual TLS between every component (Raft, the admin API, shards, ticket machine, agents'
+    /// gRPC). Absent: plain gRPC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
+
+/// Turning TLS on or off is allowed only when the old or the new spec stops the cluster: then no
+/// pod of the old mode runs next to one of the new mode.
+const TLS_TOGGLE_RULE: &str = "has(self.tls) == has(oldSelf.tls) \
+    || (has(self.clusterOperation) && has(self.clusterOperation.stopped) && self.clusterOperation.stopped) \
+    || (has(oldSelf.clusterOperation) && has(oldSelf.clusterOperation.stopped) && oldSelf.clusterOperation.stopped)";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -509,4 +526,114 @@ impl RetentionPolicy {
             RetentionPolicy::Delete => "Delete",
         }
     }
+}
+
+/// Where the cluster's certificate comes from: exactly one of an existing Secret or cert-manager.
+/// Every component presents the same certificate, as server and as client, and trusts only its
+/// `ca.crt`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.certManager)")
+    .message("tls needs exactly one source: secretName (an existing Secret) or certManager (an issuer)"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret in the cluster's namespace with `ca.crt`, `tls.crt` and `tls.key` (the
+    /// kubernetes.io/tls layout plus the CA, as cert-manager writes it). The certificate must
+    /// name every member's address (see the operator's README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+    /// Have cert-manager issue the certificate: the operator applies a Certificate whose Secret
+    /// is `<name>-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_manager: Option<CertManagerSpec>,
+}
+
+/// A cert-manager `Certificate` for the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.duration) || !has(self.renewBefore) || duration(self.renewBefore) < duration(self.duration)")
+    .message("certManager.renewBefore must be shorter than certManager.duration"))]
+#[serde(rename_all = "camelCase")]
+pub struct CertManagerSpec {
+    /// The issuer that signs the certificate. It must write `ca.crt` into the Secret (CA and
+    /// Vault issuers do; ACME issuers do not and cannot be used here).
+    pub issuer_ref: IssuerRef,
+    /// Lifetime of each certificate, a Go duration such as `2160h` (cert-manager's default:
+    /// 90 days; at least 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("certManager.duration must be at least 1h"))]
+    pub duration: Option<String>,
+    /// How long before expiry cert-manager renews it (default: a third of the lifetime). Every
+    /// renewal rolls the cluster's pods, one member at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub renew_before: Option<String>,
+}
+
+/// cert-manager's reference to an issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default)]
+    pub kind: IssuerKind,
+    #[serde(default = "cert_manager_group")]
+    #[schemars(length(min = 1))]
+    pub group: String,
+}
+
+fn cert_manager_group() -> String {
+    "cert-manager.io".into()
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IssuerKind {
+    /// An Issuer in the cluster's namespace.
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+impl IssuerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Issuer => "Issuer",
+            IssuerKind::ClusterIssuer => "ClusterIssuer",
+        }
+    }
+}
+
+impl TlsSpec {
+    /// The Secret holding the cluster's certificate: the one named, or the one cert-manager
+    /// writes for the operator's Certificate.
+    pub fn secret(&self, cluster: &str) -> String {
+        match &self.secret_name {
+            Some(name) => name.clone(),
+            None => crate::naming::tls_secret(cluster),
+        }
+    }
+}
+
+/// NetworkPolicies that admit only the traffic the cluster needs (see the operator's README).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Who may reach the agents' JSON-RPC and gRPC ports. Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<NetworkPolicyPeer>,
+    /// Who may reach every pod's metrics port (Prometheus). Empty: anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<NetworkPolicyPeer>,
 }

@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use http::{Request, Response};
 use kube::Client;
 use kube::client::Body;
-use parsec_operator::admin::{AdminError, MemberState, RaftAdmin};
-use parsec_operator::build::MonitoringApis;
+use parsec_operator::admin::{AdminError, MemberState, RaftAdmin, Target};
+use parsec_operator::build::{Environment, OptionalApis};
 use parsec_operator::controller::{self, Context};
 use parsec_operator::crd::ParsecCluster;
 use parsec_operator::metrics::Metrics;
@@ -61,6 +61,11 @@ pub struct World {
     next_uid: u64,
     /// At each pod deletion: how many other pods of its group were not ready.
     pub unready_at_delete: Vec<(String, usize)>,
+    /// The API server serves cert-manager.io/v1 (discovery answers).
+    pub cert_manager_installed: bool,
+    /// Data-plane calls made plain and over mutual TLS.
+    pub admin_calls_plain: usize,
+    pub admin_calls_tls: usize,
 }
 
 fn not_found() -> Response<Body> {
@@ -147,6 +152,8 @@ fn kind_of_list(plural: &str) -> &'static str {
         "configmaps" => "ConfigMapList",
         "poddisruptionbudgets" => "PodDisruptionBudgetList",
         "horizontalpodautoscalers" => "HorizontalPodAutoscalerList",
+        "networkpolicies" => "NetworkPolicyList",
+        "certificates" => "CertificateList",
         _ => "List",
     }
 }
@@ -213,6 +220,30 @@ impl World {
             }
         }
         self.objects.insert(key, value);
+    }
+
+    /// Creates or replaces a TLS Secret (what cert-manager or the user writes).
+    pub fn put_secret(&mut self, name: &str, ca: &str, cert: &str, key: &str) {
+        use k8s_openapi::ByteString;
+        let data = [("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect();
+        let secret = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(NS.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(data),
+            ..Default::default()
+        };
+        // Serialised as the API server sends it: data base64-encoded.
+        self.objects.insert(
+            Self::key("api/v1", "secrets", NS, name),
+            serde_json::to_value(&secret).unwrap(),
+        );
     }
 
     pub fn edit_cluster(&mut self, name: &str, edit: impl FnOnce(&mut ParsecCluster)) {
@@ -331,6 +362,24 @@ impl World {
                         term: 1,
                     },
                 );
+            }
+        }
+        // A group without a leader elects one of its voters whose pod runs (a restarted
+        // single-member group elects itself).
+        let running: BTreeSet<String> = self
+            .objects
+            .keys()
+            .filter(|k| k.1 == "pods")
+            .map(|k| k.3.clone())
+            .collect();
+        for (sts, group) in self.raft.iter_mut().filter(|(_, g)| g.leader.is_none()) {
+            if let Some(&voter) = group
+                .voters
+                .iter()
+                .find(|v| running.contains(&format!("{sts}-{v}")))
+            {
+                group.leader = Some(voter);
+                group.term += 1;
             }
         }
         let deployments: Vec<_> = self
@@ -507,6 +556,16 @@ impl World {
 
     fn handle(&mut self, method: &http::Method, uri: &http::Uri, body: &[u8]) -> Response<Body> {
         self.refresh_pods();
+        // Discovery of an API group version: `/apis/<group>/<version>`.
+        if uri.path().trim_matches('/').split('/').count() == 3 {
+            return match uri.path() {
+                "/apis/cert-manager.io/v1" if self.cert_manager_installed => ok(&json!({
+                    "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "cert-manager.io/v1",
+                    "resources": [{"name": "certificates", "singularName": "certificate",
+                        "namespaced": true, "kind": "Certificate", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]})),
+                _ => not_found(),
+            };
+        }
         let (prefix, ns, plural, name, sub) = parse_path(uri.path());
         let ns = ns.unwrap_or_else(|| NS.to_string());
         if plural == "events" {
@@ -619,22 +678,32 @@ impl FakeAdmin {
     }
 }
 
+fn count_call(world: &mut World, target: Target<'_>) {
+    if target.tls.is_some() {
+        world.admin_calls_tls += 1;
+    } else {
+        world.admin_calls_plain += 1;
+    }
+}
+
 #[async_trait]
 impl RaftAdmin for FakeAdmin {
-    async fn status(&self, addr: &str) -> Result<MemberState, AdminError> {
-        let world = self.0.lock().unwrap();
-        let (sts, ordinal) = parse_addr(addr);
+    async fn status(&self, member: Target<'_>) -> Result<MemberState, AdminError> {
+        let mut world = self.0.lock().unwrap();
+        count_call(&mut world, member);
+        let (sts, ordinal) = parse_addr(member.addr);
         world.member_state(&sts, ordinal)
     }
 
     async fn add_learner(
         &self,
-        leader: &str,
+        leader: Target<'_>,
         node_id: u64,
         node_addr: &str,
     ) -> Result<(), AdminError> {
         let mut world = self.0.lock().unwrap();
-        let (sts, _) = Self::check_leader(&world, leader)?;
+        count_call(&mut world, leader);
+        let (sts, _) = Self::check_leader(&world, leader.addr)?;
         let (_, ordinal) = parse_addr(node_addr);
         assert_eq!(ordinal, node_id, "node id = ordinal");
         if !world.objects.contains_key(&World::key(
@@ -657,9 +726,10 @@ impl RaftAdmin for FakeAdmin {
         Ok(())
     }
 
-    async fn promote_learner(&self, leader: &str, node_id: u64) -> Result<(), AdminError> {
+    async fn promote_learner(&self, leader: Target<'_>, node_id: u64) -> Result<(), AdminError> {
         let mut world = self.0.lock().unwrap();
-        let (sts, _) = Self::check_leader(&world, leader)?;
+        count_call(&mut world, leader);
+        let (sts, _) = Self::check_leader(&world, leader.addr)?;
         world.log.push(format!("PROMOTE {sts} {node_id}"));
         let g = world.raft.get_mut(&sts).unwrap();
         g.learners.remove(&node_id);
@@ -668,9 +738,10 @@ impl RaftAdmin for FakeAdmin {
         Ok(())
     }
 
-    async fn remove_member(&self, leader: &str, node_id: u64) -> Result<(), AdminError> {
+    async fn remove_member(&self, leader: Target<'_>, node_id: u64) -> Result<(), AdminError> {
         let mut world = self.0.lock().unwrap();
-        let (sts, leader_ordinal) = Self::check_leader(&world, leader)?;
+        count_call(&mut world, leader);
+        let (sts, leader_ordinal) = Self::check_leader(&world, leader.addr)?;
         world.log.push(format!("REMOVE {sts} {node_id}"));
         let g = world.raft.get_mut(&sts).unwrap();
         g.voters.remove(&node_id);
@@ -691,8 +762,11 @@ pub struct Harness {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// Where the flows' operator runs.
+pub const OPERATOR_NS: &str = "parsec-system";
+
 impl Harness {
-    pub fn new(apis: MonitoringApis) -> Self {
+    pub fn new(apis: OptionalApis) -> Self {
         let world = Arc::new(Mutex::new(World::default()));
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let server_world = world.clone();
@@ -713,7 +787,10 @@ impl Harness {
             client,
             Arc::new(FakeAdmin(world.clone())),
             Arc::new(Metrics::new().unwrap()),
-            apis,
+            Environment {
+                apis,
+                operator_namespace: Some(OPERATOR_NS.into()),
+            },
         ));
         Harness { world, ctx, server }
     }
