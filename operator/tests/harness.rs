@@ -4,6 +4,9 @@
 //! `--listen 127.0.0.x:P`, since all "pods" share one network namespace). The cluster must come
 //! up and answer JSON-RPC: proof that what the operator writes actually boots.
 //!
+//! A second cluster asks for mutual TLS (`spec.tls`): the harness issues the Secret's three files
+//! from a CA of its own, for every pod's address, and the same checks must pass over TLS.
+//!
 //! Needs a `parsec` binary (`cargo build -p parsec-cli`; or set `PARSEC_BIN`). When the binary is
 //! missing, or lacks a flag the operator renders, the test is skipped with a message saying which.
 #![allow(clippy::unwrap_used)]
@@ -30,6 +33,22 @@ spec:
   agents: {replicas: 1}
   chain: {devAccounts: true}
 "#;
+
+const TLS_CLUSTER: &str = r#"
+apiVersion: parsec.dev/v1alpha1
+kind: ParsecCluster
+metadata: {name: local, namespace: harness}
+spec:
+  image: {repository: parsec, tag: local}
+  shards: {count: 2, replicas: 1}
+  ticketMachine: {replicas: 3}
+  agents: {replicas: 1}
+  chain: {devAccounts: true}
+  tls: {secretName: local-tls}
+"#;
+
+/// Where the pods find the TLS Secret's files.
+const TLS_MOUNT: &str = "/etc/parsec/tls";
 
 fn parsec_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PARSEC_BIN") {
@@ -112,13 +131,33 @@ fn json_rpc(addr: &str, method: &str) -> Option<Value> {
 
 #[test]
 fn rendered_pods_boot_a_cluster_that_serves_json_rpc() {
+    boot_rendered_cluster(CLUSTER, false);
+}
+
+#[test]
+fn rendered_pods_boot_a_cluster_over_mutual_tls() {
+    boot_rendered_cluster(TLS_CLUSTER, true);
+}
+
+/// Writes the Secret's `ca.crt`, `tls.crt` and `tls.key` into `dir`: one certificate for every
+/// pod address, as cert-manager's wildcard names would cover them.
+fn issue_secret(dir: &Path, ips: &[String]) {
+    let authority = parsec_transport::Authority::new("harness CA").unwrap();
+    let issued = authority.issue(ips).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), authority.ca_pem()).unwrap();
+    std::fs::write(dir.join("tls.crt"), issued.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), issued.key_pem).unwrap();
+}
+
+fn boot_rendered_cluster(yaml: &str, tls: bool) {
     let Some(bin) = parsec_binary() else {
         eprintln!(
             "SKIPPED: no parsec binary (build it with `cargo build -p parsec-cli` or set PARSEC_BIN)"
         );
         return;
     };
-    let cluster = parse_cluster(CLUSTER, "harness").unwrap();
+    let cluster = parse_cluster(yaml, "harness").unwrap();
     let objects = render(&cluster, &Environment::default()).unwrap();
     let topology = objects
         .iter()
@@ -133,7 +172,8 @@ fn rendered_pods_boot_a_cluster_that_serves_json_rpc() {
     let mut pods = Vec::new();
     let mut hosts = BTreeMap::new();
     for (index, (name, container, ordinal)) in container_pods(&objects).into_iter().enumerate() {
-        let ip = format!("127.0.0.{}", index + 2);
+        // The two tests run at once: each has its own subnet of 127/8.
+        let ip = format!("127.0.{}.{}", u8::from(tls), index + 2);
         let args: Vec<String> = container["args"]
             .as_array()
             .unwrap()
@@ -185,6 +225,13 @@ fn rendered_pods_boot_a_cluster_that_serves_json_rpc() {
     let mut local_topology = topology.clone();
     for (host, ip) in &hosts {
         local_topology = local_topology.replace(host.as_str(), ip);
+    }
+    assert_eq!(local_topology.contains(TLS_MOUNT), tls, "{local_topology}");
+    if tls {
+        let secret = dir.path().join("tls");
+        let ips: Vec<String> = pods.iter().map(|pod| pod.ip.clone()).collect();
+        issue_secret(&secret, &ips);
+        local_topology = local_topology.replace(TLS_MOUNT, secret.to_str().unwrap());
     }
     let topology_path = dir.path().join("topology.yaml");
     std::fs::write(&topology_path, &local_topology).unwrap();
