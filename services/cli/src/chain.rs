@@ -3,9 +3,11 @@
 
 use alloy_primitives::{Address, U256, address};
 use clap::Args;
-use parsec_evm::rpc::{RpcHandle, RpcOptions};
+use parsec_core::Settings;
+use parsec_evm::rpc::{RateLimit, RpcHandle, RpcOptions};
 use parsec_evm::{ChainSettings, DEFAULT_CHAIN_ID, EvmConfig};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// The first ten accounts of the standard development mnemonic ("test test test test test test
@@ -67,6 +69,7 @@ impl ChainArgs {
             } else {
                 Vec::new()
             },
+            ..ChainSettings::default()
         }
     }
 }
@@ -76,11 +79,22 @@ impl ChainArgs {
 pub async fn serve_rpc(
     chain: std::sync::Arc<parsec_evm::AgentChain>,
     listen: SocketAddr,
+    settings: &Settings,
 ) -> Result<RpcHandle, crate::node::NodeError> {
-    // No suggested tip: a tip credits the fee recipient, an account every transaction would
-    // then write (and so serialise on).
+    let rate_limit =
+        NonZeroU32::new(settings.rpc_rate_limit_per_second).map(|per_second| RateLimit {
+            per_second,
+            burst: NonZeroU32::new(settings.rpc_rate_limit_burst).unwrap_or(per_second),
+        });
     let options = RpcOptions {
+        // No suggested tip: a tip credits the fee recipient, an account every transaction
+        // would then write (and so serialise on).
         priority_fee: 0,
+        rate_limit,
+        max_connections_per_client: match settings.rpc_max_connections_per_client {
+            0 => None,
+            n => Some(n as usize),
+        },
         ..RpcOptions::default()
     };
     let handle = parsec_evm::rpc::serve(chain, listen, options)

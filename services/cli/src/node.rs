@@ -189,7 +189,7 @@ async fn start_chain(
             .await
             .map_err(|e| NodeError::Connect(format!("funding the development accounts: {e}")))?;
     }
-    let rpc = crate::chain::serve_rpc(Arc::clone(&chain), setup.listen).await?;
+    let rpc = crate::chain::serve_rpc(Arc::clone(&chain), setup.listen, settings).await?;
     Ok((chain, rpc))
 }
 

@@ -9,9 +9,8 @@ mod common;
 
 use bytes::{Buf, BufMut, Bytes};
 use common::{LocalCluster, PARSEC, WAIT, group_leader, raft_status};
-use parsec_core::ClusterConfig;
 use parsec_proto as pb;
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;

@@ -127,6 +127,13 @@ pub struct Settings {
     pub raft_logs_kept: u64,
     /// Length of a logical block (DESIGN.md §4): the JSON-RPC block number advances this often.
     pub block_interval_ms: u64,
+    /// JSON-RPC: calls per second one client (IP address; IPv6: its /64) may make; 0 = no
+    /// limit. Off by default: behind a load balancer every client has the balancer's address.
+    pub rpc_rate_limit_per_second: u32,
+    /// JSON-RPC: calls a client may make at once after being idle (0 = the per-second rate).
+    pub rpc_rate_limit_burst: u32,
+    /// JSON-RPC: TCP connections one client may hold; 0 = no limit.
+    pub rpc_max_connections_per_client: u32,
 }
 
 impl Default for Settings {
@@ -145,6 +152,9 @@ impl Default for Settings {
             raft_snapshot_every: 10_000,
             raft_logs_kept: 5_000,
             block_interval_ms: 200,
+            rpc_rate_limit_per_second: 0,
+            rpc_rate_limit_burst: 0,
+            rpc_max_connections_per_client: 0,
         }
     }
 }

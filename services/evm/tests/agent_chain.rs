@@ -11,7 +11,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256, TxKind, U256};
 use alloy_sol_types::{SolCall, SolEvent, SolValue};
 use common::{Fee, IToken, Wallet, token_artifact, with_args};
-use parsec_evm::chain::SendError;
+use parsec_evm::chain::{QueueFull, QueueLimits, SendError};
 use parsec_evm::{AgentChain, Chain, ChainSettings, EvmConfig, TxError};
 
 const GWEI: u128 = 1_000_000_000;
@@ -27,6 +27,7 @@ async fn world(nonce_gap_timeout: Duration) -> World {
         base_fee: GWEI as u64,
         nonce_gap_timeout,
         accounts: Vec::new(),
+        ..ChainSettings::default()
     };
     let alice = Wallet::new(0xa1);
     let chain =
@@ -217,4 +218,66 @@ async fn a_token_transfer_lands_with_its_log_at_a_block_level_index() {
     };
     let output = w.chain.call(call).await.unwrap().output;
     assert_eq!(U256::abi_decode(&output).unwrap(), U256::from(250));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cannot_hold_more_than_its_share_of_the_agent() {
+    let settings = ChainSettings {
+        base_fee: GWEI as u64,
+        nonce_gap_timeout: Duration::from_secs(3),
+        queue: QueueLimits {
+            per_sender: 2,
+            ..QueueLimits::default()
+        },
+        ..ChainSettings::default()
+    };
+    let mut alice = Wallet::new(0xa1);
+    let chain =
+        in_process::chain(3, settings, &[alice.address()], U256::from(10u128.pow(21))).await;
+    let bob = Address::repeat_byte(0xb0);
+    let raws: Vec<_> = (0..4).map(|_| transfer(&mut alice, bob, 1)).collect();
+
+    // Nonces 1 and 2 wait for nonce 0: alice's line is full.
+    let waiting: Vec<_> = raws[1..3]
+        .iter()
+        .map(|raw| {
+            let chain = Arc::clone(&chain);
+            let raw = raw.clone();
+            tokio::spawn(async move { chain.send_raw_transaction(raw).await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    while chain.pending_nonce(alice.address()).await.unwrap() != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nonces 1 and 2 never queued"
+        );
+        tokio::task::yield_now().await;
+    }
+    let refused = chain.send_raw_transaction(raws[3].clone()).await;
+    assert!(
+        matches!(
+            refused,
+            Err(SendError::QueueFull(QueueFull::Sender { limit: 2, .. }))
+        ),
+        "{refused:?}"
+    );
+    let message = refused.unwrap_err().to_string();
+    assert!(message.contains("account limit exceeded"), "{message}");
+
+    // The waiting ones give up when the gap does not close; then alice's line is free again
+    // and her transactions in order all commit.
+    for wait in futures::future::join_all(waiting).await {
+        assert!(
+            matches!(wait.unwrap(), Err(SendError::NonceGap { .. })),
+            "a future nonce fails when its gap does not close"
+        );
+    }
+    for raw in &raws {
+        chain
+            .send_raw_transaction(raw.clone())
+            .await
+            .expect("in order, every transaction commits");
+    }
+    assert_eq!(chain.account(alice.address()).await.unwrap().nonce, 4);
 }

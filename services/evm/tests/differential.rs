@@ -506,6 +506,7 @@ async fn parsec_over_three_shards_matches_plain_revm() {
         base_fee: block.base_fee,
         nonce_gap_timeout: std::time::Duration::from_millis(200),
         accounts: Vec::new(),
+        ..ChainSettings::default()
     };
     let chain = in_process::chain(3, settings, &funded, U256::from(1_000 * ETH)).await;
     let mut reference = Reference {

@@ -29,6 +29,7 @@ async fn alloy_deploys_transfers_and_reads_logs_through_an_agent_over_three_shar
         base_fee: BASE_FEE,
         nonce_gap_timeout: Duration::from_secs(5),
         accounts: vec![alice, bob],
+        ..ChainSettings::default()
     };
     let chain = in_process::chain(3, settings, &[alice, bob], U256::from(DEV_BALANCE)).await;
     let handle = parsec_evm::rpc::serve(chain, "127.0.0.1:0".parse().unwrap(), Default::default())

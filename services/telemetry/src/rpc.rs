@@ -13,8 +13,9 @@
 //! RpcMetrics::global().record("eth_sendRawTransaction", started.elapsed(), error_code);
 //! ```
 //!
-//! `method` must be a method the server knows (unknown ones are recorded as `unknown`, so that
-//! a client cannot create unbounded label values); the code is the JSON-RPC error code.
+//! `method` must be a method the server knows: the caller maps any other name to `unknown`, so
+//! that a client cannot create unbounded label values (names that do not look like a method
+//! are mapped here as well); the code is the JSON-RPC error code.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub struct RpcMetrics {
     requests: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    /// Calls refused because their client was over its rate limit.
+    pub rate_limited: IntCounter,
+    /// Connections closed at once: the server, or their client, held its share already.
+    pub refused_connections: IntCounter,
 }
 
 static RPC: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics {
@@ -52,7 +57,20 @@ static RPC: LazyLock<RpcMetrics> = LazyLock::new(|| RpcMetrics {
         )
         .unwrap_or_else(|e| unreachable!("constant metric definition: {e}")),
     ),
+    rate_limited: register(counter(
+        "parsec_rpc_rate_limited_total",
+        "JSON-RPC calls refused because their client was over its rate limit",
+    )),
+    refused_connections: register(counter(
+        "parsec_rpc_refused_connections_total",
+        "JSON-RPC connections closed at once: all connections, or the client's share, were in use",
+    )),
 });
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::with_opts(Opts::new(name, help))
+        .unwrap_or_else(|e| unreachable!("constant metric definition {name}: {e}"))
+}
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels)

@@ -1,6 +1,7 @@
 //! Mutual TLS end to end: a real tonic server (the standard gRPC health service) behind
 //! [`parsec_transport::server`], reached through [`parsec_transport::endpoint`] by clients with
 //! and without a valid certificate.
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::net::SocketAddr;
 

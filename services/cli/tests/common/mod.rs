@@ -65,7 +65,7 @@ pub async fn group_leader(replicas: &[String], not: Option<u64>) -> (u64, String
 
 /// A running cluster, stopped when dropped (also when a check fails).
 pub struct LocalCluster {
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     /// Processes the test started itself (members added through the admin API), reaped on drop.
     extra: std::cell::RefCell<Vec<std::process::Child>>,
 }

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use crate::call::{CallError, CallRequest, CallSuccess};
 use crate::chain::blocks::BlockStore;
-use crate::chain::nonces::{NonceGate, progressed};
+use crate::chain::nonces::{NonceGate, QueueLimits, progressed};
 use crate::chain::producer::BlockProducer;
 use crate::chain::record::{PartTx, TxLocation, location_key};
 use crate::chain::{AccountState, Block, Chain, ChainError, SendError, TxLookup};
@@ -37,6 +37,8 @@ pub struct ChainSettings {
     pub nonce_gap_timeout: Duration,
     /// Accounts `eth_accounts` lists.
     pub accounts: Vec<Address>,
+    /// Bounds on the transactions waiting for their turn or running in this agent.
+    pub queue: QueueLimits,
 }
 
 impl Default for ChainSettings {
@@ -46,6 +48,7 @@ impl Default for ChainSettings {
             base_fee: 0,
             nonce_gap_timeout: Duration::from_secs(10),
             accounts: Vec::new(),
+            queue: QueueLimits::default(),
         }
     }
 }
@@ -79,9 +82,10 @@ impl FailureOutcome for SendError {
     fn outcome(&self) -> Outcome {
         match self {
             SendError::Invalid(_) | SendError::NonceGap { .. } => Outcome::Aborted,
-            SendError::Overloaded | SendError::Failed { .. } | SendError::Exec(_) => {
-                Outcome::Failed
-            }
+            SendError::Overloaded
+            | SendError::QueueFull(_)
+            | SendError::Failed { .. }
+            | SendError::Exec(_) => Outcome::Failed,
         }
     }
 }
@@ -122,6 +126,7 @@ impl AgentChain {
             settings.evm.block_gas_limit,
         );
         let (new_blocks, _) = broadcast::channel(256);
+        let nonces = Arc::new(NonceGate::new(settings.queue));
         let chain = Arc::new(Self {
             executor: Executor::new(settings.evm.clone()),
             reader: BrokerReader(broker),
@@ -129,7 +134,7 @@ impl AgentChain {
             settings,
             producer,
             blocks,
-            nonces: Arc::default(),
+            nonces,
             new_blocks,
         });
         chain.spawn_block_feed();
@@ -372,7 +377,7 @@ impl Chain for AgentChain {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn send_raw_transaction(&self, raw: Bytes) -> Result<B256, SendError> {
         let tx = decode_transaction(&raw, &self.settings.evm)?;
-        let place = self.nonces.arrive(tx.sender, tx.nonce());
+        let place = self.nonces.arrive(tx.sender, tx.nonce(), raw.len())?;
         let deadline = Instant::now() + self.settings.nonce_gap_timeout;
         let hints = Mutex::new(Vec::new());
         loop {

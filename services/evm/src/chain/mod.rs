@@ -11,6 +11,7 @@ mod producer;
 pub mod record;
 
 pub use agent_chain::{AgentChain, BrokerReader, ChainSettings};
+pub use nonces::{QueueFull, QueueLimits};
 
 use std::sync::Arc;
 
@@ -49,6 +50,9 @@ pub enum SendError {
     /// The agent has too many transactions in flight.
     #[error("txpool is full")]
     Overloaded,
+    /// The sender's line or the agent's lines are full (geth's txpool limits).
+    #[error(transparent)]
+    QueueFull(#[from] crate::chain::nonces::QueueFull),
     /// The execution could not finish (timeout, shards unreachable); nothing was committed
     /// unless `uncertain` says the outcome is unknown.
     #[error("{message}")]

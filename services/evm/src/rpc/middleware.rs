@@ -3,7 +3,9 @@
 //! do not show); and the calls of a batch run concurrently (jsonrpsee runs them one after
 //! another, so a burst of transactions batched by a client would wait on each other).
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 
 use jsonrpsee::core::server::{BatchResponseBuilder, MethodResponse};
 use jsonrpsee::server::middleware::rpc::{Batch, BatchEntry, Notification, Request, RpcServiceT};
@@ -19,13 +21,17 @@ const JSONRPSEE_INVALID_PARAMS: &str = "Invalid params";
 pub struct Clarify<S> {
     inner: S,
     max_response_body_size: usize,
+    /// The methods the server serves: any other name is recorded as `unknown` in metrics, so
+    /// that clients cannot grow the metric families without bound.
+    known_methods: Arc<HashSet<String>>,
 }
 
 impl<S> Clarify<S> {
-    pub fn new(inner: S, max_response_body_size: u32) -> Self {
+    pub fn new(inner: S, max_response_body_size: u32, known_methods: Arc<HashSet<String>>) -> Self {
         Self {
             inner,
             max_response_body_size: max_response_body_size as usize,
+            known_methods,
         }
     }
 }
@@ -47,9 +53,14 @@ where
 
     fn call<'a>(&self, request: Request<'a>) -> impl Future<Output = MethodResponse> + Send + 'a {
         let inner = self.inner.clone();
+        let known = self.known_methods.contains(request.method_name());
         async move {
             let id = request.id().into_owned();
-            let method = request.method_name().to_owned();
+            let method = if known {
+                request.method_name().to_owned()
+            } else {
+                "unknown".to_owned()
+            };
             let started = std::time::Instant::now();
             let response = inner.call(request).await;
             let response = match clarified(&response) {

@@ -11,6 +11,7 @@
 //! - `middleware`: clear invalid-params messages, concurrent batches.
 
 mod api;
+mod clients;
 mod convert;
 mod error;
 mod fees;
@@ -23,5 +24,6 @@ mod params;
 mod pubsub;
 pub mod server;
 
+pub use clients::RateLimit;
 pub use error::revert_reason;
 pub use server::{RpcError, RpcHandle, RpcOptions, serve};

@@ -1,24 +1,36 @@
 //! The server: jsonrpsee serving HTTP and WebSocket on one port, permissive CORS (browser
 //! wallets and dapps call it from any origin), batches, request-size, connection and filter
-//! limits.
+//! limits, and per-client connection and rate limits (our own accept loop knows each
+//! connection's address, which jsonrpsee's does not pass on).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonrpsee::RpcModule;
+use futures::FutureExt;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{
+    BatchRequestConfig, Server, ServerConfig, ServerHandle, serve_with_graceful_shutdown,
+    stop_channel,
+};
+use jsonrpsee::{Methods, RpcModule};
+use tokio::net::TcpListener;
+use tower::Service;
 use tower_http::cors::CorsLayer;
 
 use crate::chain::Chain;
 use crate::rpc::api::{ApiSettings, EthApi, EthRpcServer};
+use crate::rpc::clients::{Client, ClientRates, ConnectionSlots, RateLimit, RateLimited};
 use crate::rpc::filters::FilterRegistry;
 use crate::rpc::ids::HexIdProvider;
 use crate::rpc::logs::LogLimits;
 use crate::rpc::middleware::Clarify;
 
 const GWEI: u128 = 1_000_000_000;
+
+/// The pause after a failed `accept` (typically: out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Limits and fee answers of the server.
 #[derive(Clone, Debug)]
@@ -27,8 +39,15 @@ pub struct RpcOptions {
     pub max_request_body_size: u32,
     /// Largest response body (`eth_getLogs` answers can be big).
     pub max_response_body_size: u32,
-    /// Open HTTP and WebSocket connections at once.
+    /// HTTP requests in progress and WebSocket sessions open at once, from all clients.
     pub max_connections: u32,
+    /// TCP connections open at once (idle keep-alive ones included): beyond, new ones are
+    /// closed at once.
+    pub max_open_connections: usize,
+    /// TCP connections one client (IP address; IPv6: its /64) may hold; `None`: no limit.
+    pub max_connections_per_client: Option<usize>,
+    /// Calls per second one client may make (each call of a batch counts); `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
     pub max_subscriptions_per_connection: u32,
     /// Most calls in one batch (geth's `BatchRequestLimit`).
     pub max_batch_len: u32,
@@ -51,6 +70,10 @@ impl Default for RpcOptions {
             max_request_body_size: 5 * 1024 * 1024,
             max_response_body_size: 100 * 1024 * 1024,
             max_connections: 1_000,
+            max_open_connections: 4_096,
+            // Off by default: behind a load balancer every client has the balancer's address.
+            max_connections_per_client: None,
+            rate_limit: None,
             max_subscriptions_per_connection: 1_024,
             max_batch_len: 1_000,
             max_logs_block_range: 10_000,
@@ -114,32 +137,13 @@ pub async fn serve(
     listen: SocketAddr,
     options: RpcOptions,
 ) -> Result<RpcHandle, RpcError> {
-    let config = ServerConfig::builder()
-        .max_request_body_size(options.max_request_body_size)
-        .max_response_body_size(options.max_response_body_size)
-        .max_connections(options.max_connections)
-        .max_subscriptions_per_connection(options.max_subscriptions_per_connection)
-        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch_len))
-        .set_id_provider(HexIdProvider)
-        .build();
-    let middleware = tower::ServiceBuilder::new().layer(CorsLayer::permissive());
-    let max_response = options.max_response_body_size;
-    let rpc_middleware =
-        RpcServiceBuilder::new().layer_fn(move |service| Clarify::new(service, max_response));
-    let server = Server::builder()
-        .set_config(config)
-        .set_http_middleware(middleware)
-        .set_rpc_middleware(rpc_middleware)
-        .build(listen)
-        .await
-        .map_err(|source| RpcError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let local_addr = server.local_addr().map_err(|source| RpcError::Bind {
+    let bind = |source| RpcError::Bind {
         addr: listen,
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind)?;
+    let local_addr = listener.local_addr().map_err(bind)?;
+
     let filters = Arc::new(FilterRegistry::new(
         options.filter_timeout,
         options.max_filters,
@@ -154,7 +158,84 @@ pub async fn serve(
     };
     let mut module = RpcModule::new(());
     module.merge(EthApi::new(chain, filters, settings).into_rpc())?;
-    let handle = server.start(module);
+    let known_methods: Arc<HashSet<String>> =
+        Arc::new(module.method_names().map(str::to_owned).collect());
+
+    let config = ServerConfig::builder()
+        .max_request_body_size(options.max_request_body_size)
+        .max_response_body_size(options.max_response_body_size)
+        .max_connections(options.max_connections)
+        .max_subscriptions_per_connection(options.max_subscriptions_per_connection)
+        .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch_len))
+        .set_id_provider(HexIdProvider)
+        .build();
+    let rates = options.rate_limit.map(ClientRates::new);
+    if let Some(rates) = &rates {
+        rates.spawn_pruning(Duration::from_secs(60));
+    }
+    let max_response = options.max_response_body_size;
+    // Clarify runs a batch's calls through the rate limiter one by one: each call counts.
+    let rpc_middleware = RpcServiceBuilder::new()
+        .layer_fn(move |service| Clarify::new(service, max_response, Arc::clone(&known_methods)))
+        .layer_fn(move |service| RateLimited::new(service, rates.clone()));
+    let services = Server::builder()
+        .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(CorsLayer::permissive()))
+        .set_rpc_middleware(rpc_middleware)
+        .to_service_builder();
+    let (stop, handle) = stop_channel();
+    let slots = ConnectionSlots::new(
+        options.max_open_connections,
+        options.max_connections_per_client,
+    );
+    let methods: Methods = module.into();
+    // Our own accept loop: jsonrpsee's does not tell the middleware who the client is.
+    tokio::spawn(async move {
+        loop {
+            let (socket, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, or a connection reset before it was
+                        // accepted: the listener itself is fine. Out of descriptors, accept
+                        // fails at once until one is freed: give the others time to finish.
+                        tracing::warn!(%error, "JSON-RPC accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+                () = stop.clone().shutdown() => return,
+            };
+            let client = Client::of(remote.ip());
+            let slot = match slots.take(client) {
+                Ok(slot) => slot,
+                Err(refused) => {
+                    parsec_telemetry::RpcMetrics::global()
+                        .refused_connections
+                        .inc();
+                    tracing::debug!(%client, ?refused, "JSON-RPC connection refused");
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let service = services.clone().build(methods.clone(), stop.clone());
+            // The slot lives as long as the connection's service: until the connection ends.
+            let slot = Arc::new(slot);
+            let tagged =
+                tower::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                    let _held = &slot;
+                    request.extensions_mut().insert(client);
+                    let mut service = service.clone();
+                    // Boxed: the compiler cannot prove an unboxed one `Send` for every lifetime.
+                    async move { service.call(request).await }.boxed()
+                });
+            tokio::spawn(serve_with_graceful_shutdown(
+                socket,
+                tagged,
+                stop.clone().shutdown(),
+            ));
+        }
+    });
     tracing::info!(%local_addr, "JSON-RPC listening (HTTP and WebSocket)");
     Ok(RpcHandle { local_addr, handle })
 }
