@@ -57,6 +57,10 @@ pub fn listen_address(address: &str) -> Result<SocketAddr, NodeError> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
+/// Connections a role's gRPC server holds open at once (agents, peers, clients): beyond, new
+/// ones are closed at once rather than exhaust the process's file descriptors.
+const MAX_GRPC_CONNECTIONS: usize = 4_096;
+
 /// Serves `router` on `address` until SIGINT or SIGTERM.
 async fn serve(address: SocketAddr, router: Router) -> Result<(), NodeError> {
     // `Server::tcp_nodelay` does not apply to a listener we bind ourselves: set it on the
@@ -67,6 +71,7 @@ async fn serve(address: SocketAddr, router: Router) -> Result<(), NodeError> {
             source,
         })?
         .with_nodelay(Some(true));
+    let incoming = parsec_transport::limit_connections(incoming, MAX_GRPC_CONNECTIONS);
     router
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await?;

@@ -20,6 +20,9 @@ const MAX_BATCH: usize = 512;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Entries proposed and not yet applied, at most.
 const MAX_IN_FLIGHT: usize = 4;
+/// Commands waiting for a batch, at most: beyond, writers wait for room (within their own
+/// deadline), so a flood of requests backs up into its senders instead of this process.
+const MAX_QUEUED: usize = 16_384;
 
 /// What a queued write gets back: its result, or why the batch failed.
 type Reply = oneshot::Sender<Result<Vec<u8>, WriteError>>;
@@ -27,7 +30,7 @@ type Reply = oneshot::Sender<Result<Vec<u8>, WriteError>>;
 /// The writers' side of the batcher.
 #[derive(Clone)]
 pub(crate) struct Batcher {
-    queue: mpsc::UnboundedSender<(Vec<u8>, Reply)>,
+    queue: mpsc::Sender<(Vec<u8>, Reply)>,
 }
 
 impl Batcher {
@@ -38,7 +41,7 @@ impl Batcher {
         leader_of: impl Fn(Option<NodeId>) -> Option<(NodeId, String)> + Send + Sync + 'static,
         write_seconds: WriteHistogram,
     ) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
+        let (queue, receiver) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(run(raft, receiver, Arc::new(leader_of), write_seconds));
         Batcher { queue }
     }
@@ -48,6 +51,7 @@ impl Batcher {
         let (reply, result) = oneshot::channel();
         self.queue
             .send((command, reply))
+            .await
             .map_err(|_| WriteError::Fatal("raft node stopped".into()))?;
         result
             .await
@@ -62,7 +66,7 @@ pub(crate) type WriteHistogram = Arc<std::sync::OnceLock<prometheus::Histogram>>
 
 async fn run(
     raft: Raft,
-    mut receiver: mpsc::UnboundedReceiver<(Vec<u8>, Reply)>,
+    mut receiver: mpsc::Receiver<(Vec<u8>, Reply)>,
     leader_of: LeaderOf,
     write_seconds: WriteHistogram,
 ) {

@@ -859,6 +859,11 @@ impl ShardEngine {
         lease.expires = lease.expires.max(expires);
     }
 
+    /// Agents whose lease this shard tracks.
+    pub fn leases(&self) -> usize {
+        self.inner.lock().leases.len()
+    }
+
     /// Renews `agent`'s lease for `lease`. A new incarnation (the agent restarted) ends the
     /// previous one's lease at once, so its tickets are recovered on the next sweep.
     pub fn heartbeat(
@@ -917,7 +922,7 @@ impl ShardEngine {
             .collect();
         let default_lease = self.default_lease;
         let mut expired = Vec::new();
-        for agent in agents {
+        for &agent in &agents {
             let lease = inner.leases.entry(agent).or_insert(Lease {
                 incarnation: 0,
                 expires: now + default_lease,
@@ -927,6 +932,11 @@ impl ShardEngine {
                 self.metrics.lease_expiries.inc();
             }
         }
+        // A lapsed lease of an agent with nothing here is forgotten: heartbeats of ever new
+        // agent ids must not grow the map without end.
+        inner
+            .leases
+            .retain(|agent, lease| lease.expires > now || agents.contains(agent));
         let mut orphans = std::mem::take(&mut inner.restarted_orphans);
         for agent in &expired {
             tracing::info!(shard = %self.id, %agent, "agent lease lapsed: recovering its tickets");

@@ -200,6 +200,33 @@ async fn a_dead_agents_unprepared_tickets_are_rolled_back_when_its_lease_lapses(
 }
 
 #[tokio::test(start_paused = true)]
+async fn lapsed_leases_of_agents_with_nothing_here_are_forgotten() {
+    let shard = ShardEngine::with_lease(ShardId(0), Duration::from_secs(3));
+    // A flood of heartbeats from agent ids that never do anything else.
+    for agent in 0..1_000 {
+        shard
+            .heartbeat(AgentId(agent), 1, Duration::from_secs(3))
+            .unwrap();
+    }
+    shard
+        .lock(batch(1, "k", LockMode::Write, 1_000))
+        .await
+        .unwrap();
+    shard.sweep_expired();
+    assert_eq!(shard.leases(), 1_000, "live leases are kept");
+    tokio::time::advance(Duration::from_secs(4)).await;
+    shard.sweep_expired();
+    assert_eq!(shard.leases(), 1, "only the agent of ticket 1 is left");
+    tokio::time::advance(Duration::from_secs(4)).await;
+    shard.sweep_expired();
+    assert_eq!(
+        shard.leases(),
+        0,
+        "its ticket was rolled back: nothing left"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn heartbeats_keep_a_lease_alive_and_a_restart_ends_it() {
     let shard = ShardEngine::with_lease(ShardId(0), Duration::from_secs(3));
     shard

@@ -8,8 +8,10 @@
 
 mod authority;
 mod endpoint;
+mod incoming;
 mod tls;
 
 pub use authority::{Authority, CertError, IssuedCert};
 pub use endpoint::{TransportError, endpoint, host_of, server};
+pub use incoming::{Counted, limit_connections};
 pub use tls::{Tls, TlsError};

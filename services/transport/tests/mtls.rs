@@ -147,3 +147,45 @@ fn files_are_written_and_loaded_with_clear_errors() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_a_freed_slot_is_reused() {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (_, service) = tonic_health::server::health_reporter();
+    let incoming = parsec_transport::limit_connections(TcpListenerStream::new(listener), 2);
+    tokio::spawn(
+        server(None)
+            .unwrap()
+            .add_service(service)
+            .serve_with_incoming(incoming),
+    );
+    let first = endpoint(&address, None).unwrap().connect().await.unwrap();
+    let second = endpoint(&address, None).unwrap().connect().await.unwrap();
+    for channel in [&first, &second] {
+        HealthClient::new(channel.clone())
+            .check(HealthCheckRequest::default())
+            .await
+            .unwrap();
+    }
+    // A third connection is accepted and closed before a byte is read.
+    let mut third = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = third.read(&mut byte).await;
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "a third connection was kept: {read:?}"
+    );
+    // Once a client goes, a new one is served (polled: the server notices the close
+    // asynchronously).
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while check(&address, None).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freed slot was never reused"
+        );
+    }
+    drop(second);
+}
