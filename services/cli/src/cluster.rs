@@ -580,11 +580,24 @@ fn is_alive(pid: Pid) -> bool {
 /// The pids of the processes of the local cluster in `dir` that run now (none if `dir` holds
 /// no local cluster).
 pub fn running_pids(dir: &Path) -> Vec<u32> {
-    live_pids(&dir.join("pids"))
+    running_processes(dir)
+        .into_iter()
+        .map(|(_, pid)| pid)
+        .collect()
+}
+
+/// The processes of the local cluster in `dir` that run now, by name (`shard-0-1`, …).
+pub fn running_processes(dir: &Path) -> Vec<(String, u32)> {
+    let mut processes: Vec<(String, u32)> = live_pids(&dir.join("pids"))
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(pid, _)| u32::try_from(pid.as_raw()).ok())
-        .collect()
+        .filter_map(|(pid, path)| {
+            let name = path.file_stem()?.to_string_lossy().into_owned();
+            Some((name, u32::try_from(pid.as_raw()).ok()?))
+        })
+        .collect();
+    processes.sort();
+    processes
 }
 
 /// Pids of the cluster's processes that are still alive, with their pid files.

@@ -210,6 +210,33 @@ enum Workload {
     LuaPay(LuaPayArgs),
     /// Signed ERC-20 transfers over Ethereum JSON-RPC, closed loop, audited at the end.
     Erc20(Erc20Args),
+    /// Valid load and hostile traffic at once against a cluster, watching every process's
+    /// memory; fails (exit 4) if a process dies, an audit fails or an attack is not refused.
+    Soak(SoakArgs),
+}
+
+#[derive(Args)]
+struct SoakArgs {
+    /// The cluster (a local one: its processes are watched through its pid files).
+    #[arg(long, env = "PARSEC_TOPOLOGY")]
+    topology: PathBuf,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 60.0)]
+    duration: f64,
+    /// ERC-20 transfers and Lua payments in flight (each).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Hostile requests in flight.
+    #[arg(long, default_value_t = 8)]
+    hostile_concurrency: usize,
+    /// Accounts and wallets of the valid load.
+    #[arg(long, default_value_t = 200)]
+    accounts: usize,
+    /// Print one JSON object (with every memory sample) instead of a summary.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
 }
 
 #[derive(Args)]
@@ -453,6 +480,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Bench {
             workload: Workload::Erc20(args),
         } => return bench_erc20(args),
+        Command::Bench {
+            workload: Workload::Soak(args),
+        } => return bench_soak(args),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -683,4 +713,66 @@ fn bench_lua_pay(args: LuaPayArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(audit_exit_code(&report))
+}
+
+fn bench_soak(args: SoakArgs) -> Result<ExitCode, String> {
+    let config = load(&args.topology)?;
+    let tls = args.tls.load(config.tls.as_ref())?;
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        return Err("--duration must be a positive number of seconds".into());
+    }
+    let dir = args.topology.parent().unwrap_or(Path::new("."));
+    let processes: Vec<parsec_bench::soak::Watched> = cluster::running_processes(dir)
+        .into_iter()
+        .map(|(name, pid)| parsec_bench::soak::Watched { name, pid })
+        .collect();
+    if processes.is_empty() {
+        eprintln!(
+            "warning: no pid files beside {}: process memory and restarts are not watched",
+            args.topology.display()
+        );
+    }
+    let replicas = |group: &parsec_core::config::RaftGroup| -> Vec<String> {
+        group.replicas.iter().map(|r| r.address.clone()).collect()
+    };
+    let targets = parsec_bench::soak::Targets {
+        rpc: config
+            .agents
+            .iter()
+            .filter_map(|a| a.rpc_address.clone())
+            .collect(),
+        agents: config.agents.iter().map(|a| a.address.clone()).collect(),
+        shards: config
+            .shards
+            .iter()
+            .flat_map(|s| s.replicas.iter().map(|r| r.address.clone()))
+            .collect(),
+        ticketers: replicas(&config.ticket_machine),
+        tls,
+    };
+    let options = parsec_bench::SoakOptions {
+        targets,
+        processes,
+        duration: Duration::from_secs_f64(args.duration),
+        valid_concurrency: args.concurrency,
+        hostile_concurrency: args.hostile_concurrency,
+        accounts: args.accounts,
+        progress: !args.json,
+    };
+    let report = runtime()?
+        .block_on(parsec_bench::run_soak(options))
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }

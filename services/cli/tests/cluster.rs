@@ -7,15 +7,11 @@
 
 mod common;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use common::{LocalCluster, PARSEC, WAIT, group_leader, raft_status};
 use parsec_proto as pb;
-
 use std::process::Command;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
-use tonic::{Request, Status};
 
 /// Runs `parsec bench lua-pay --json` against the cluster and returns its report.
 fn bench(cluster: &LocalCluster, extra: &[&str]) -> serde_json::Value {
@@ -601,7 +597,7 @@ async fn hostile_input(cluster: &LocalCluster) {
         (&agent, "/parsec.v1.Agent/Execute"),
         (&agent, "/parsec.v1.Agent/Deploy"),
     ] {
-        let status = raw_call(
+        let status = parsec_bench::raw_grpc::call(
             channel,
             path,
             Bytes::from_static(b"\xff\xff\xff\xff\x0f\x12garbage"),
@@ -790,52 +786,4 @@ async fn channel(address: &str) -> Channel {
         .connect()
         .await
         .expect("connect")
-}
-
-/// Sends `body` as the message of a unary call, bypassing protobuf encoding.
-async fn raw_call(channel: &Channel, path: &'static str, body: Bytes) -> Result<Bytes, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    grpc.unary(
-        Request::new(body),
-        PathAndQuery::from_static(path),
-        RawCodec,
-    )
-    .await
-    .map(|r| r.into_inner())
-}
-
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
 }

@@ -281,3 +281,31 @@ async fn a_sender_cannot_hold_more_than_its_share_of_the_agent() {
     }
     assert_eq!(chain.account(alice.address()).await.unwrap().nonce, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_longer_than_the_gap_timeout_commits_while_its_line_moves() {
+    // Each step of the line takes a few ms; the whole line several times the timeout.
+    let timeout = Duration::from_millis(60);
+    let mut w = world(timeout).await;
+    let bob = Address::repeat_byte(0xb0);
+    let raws: Vec<_> = (0..100).map(|_| transfer(&mut w.alice, bob, 1)).collect();
+    let started = std::time::Instant::now();
+    let sends = raws.iter().rev().map(|raw| {
+        let chain = Arc::clone(&w.chain);
+        let raw = raw.clone();
+        tokio::spawn(async move { chain.send_raw_transaction(raw).await })
+    });
+    let mut hashes = Vec::new();
+    for send in futures::future::join_all(sends).await {
+        hashes.push(
+            send.unwrap()
+                .expect("a nonce whose predecessors keep committing is not a gap"),
+        );
+    }
+    let elapsed = started.elapsed();
+    sealed(&w.chain, &hashes).await;
+    eprintln!("100 consecutive nonces in {elapsed:?} with a {timeout:?} gap timeout");
+    // Meaningful only if the line took longer than the timeout: the last nonces waited longer.
+    assert!(elapsed > timeout, "{elapsed:?}");
+    assert_eq!(w.chain.account(w.alice.address()).await.unwrap().nonce, 100);
+}

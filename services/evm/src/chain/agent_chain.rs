@@ -378,7 +378,10 @@ impl Chain for AgentChain {
     async fn send_raw_transaction(&self, raw: Bytes) -> Result<B256, SendError> {
         let tx = decode_transaction(&raw, &self.settings.evm)?;
         let place = self.nonces.arrive(tx.sender, tx.nonce(), raw.len())?;
-        let deadline = Instant::now() + self.settings.nonce_gap_timeout;
+        // The gap must close within the timeout of the sender's nonce last moving: a long line
+        // of its consecutive nonces ahead of this one is not a gap.
+        let mut deadline = Instant::now() + self.settings.nonce_gap_timeout;
+        let mut committed_nonce = None;
         let hints = Mutex::new(Vec::new());
         loop {
             let mut progress = place.watch_progress();
@@ -404,6 +407,10 @@ impl Chain for AgentChain {
                     tx: n,
                     state,
                 })) => {
+                    if committed_nonce.is_some_and(|before| state > before) {
+                        deadline = Instant::now() + self.settings.nonce_gap_timeout;
+                    }
+                    committed_nonce = Some(state);
                     // The predecessor may finish here (which wakes us) or at another agent
                     // (which only a new attempt notices): try again at least every 200 ms.
                     let left = deadline.saturating_duration_since(Instant::now());
