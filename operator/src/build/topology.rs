@@ -28,6 +28,7 @@ pub fn cluster_config(
             })
             .collect()
     };
+    let limits = &cluster.spec.agents.rpc_limits;
     let config = ClusterConfig {
         name: cluster.name.clone(),
         shards: (0..cluster.spec.shards.count)
@@ -42,6 +43,9 @@ pub fn cluster_config(
         agents: Vec::new(),
         settings: Settings {
             block_interval_ms: cluster.spec.chain.block_interval_ms,
+            rpc_rate_limit_per_second: limits.requests_per_second.unwrap_or(0),
+            rpc_rate_limit_burst: limits.burst.unwrap_or(0),
+            rpc_max_connections_per_client: limits.max_connections_per_client.unwrap_or(0),
             ..Settings::default()
         },
         // Every process finds the certificate where the pod mounts the Secret.
@@ -73,8 +77,15 @@ impl ConfigHashes {
                 what: "chain settings",
                 source,
             })?;
+        // The JSON-RPC limits concern agents alone: changing them must not roll Raft members.
+        let member_settings = Settings {
+            rpc_rate_limit_per_second: 0,
+            rpc_rate_limit_burst: 0,
+            rpc_max_connections_per_client: 0,
+            ..config.settings.clone()
+        };
         let settings =
-            serde_json::to_string(&config.settings).map_err(|source| BuildError::Serialize {
+            serde_json::to_string(&member_settings).map_err(|source| BuildError::Serialize {
                 what: "settings",
                 source,
             })?;
@@ -161,5 +172,33 @@ mod tests {
         )
         .unwrap();
         assert_ne!(changed.raft, after.raft);
+    }
+
+    #[test]
+    fn rpc_limits_reach_the_agents_and_roll_only_them() {
+        let plain = validated("shards: {count: 1}");
+        let limited = validated(
+            "shards: {count: 1}\nagents: {rpcLimits: {requestsPerSecond: 50, burst: 100, \
+             maxConnectionsPerClient: 8}}",
+        );
+        let sizes = spec_sizes(&plain);
+        let config = cluster_config(&limited, &sizes).unwrap();
+        let parsed = ClusterConfig::from_yaml(&to_yaml(&config).unwrap()).unwrap();
+        assert_eq!(parsed.settings.rpc_rate_limit_per_second, 50);
+        assert_eq!(parsed.settings.rpc_rate_limit_burst, 100);
+        assert_eq!(parsed.settings.rpc_max_connections_per_client, 8);
+        let off = cluster_config(&plain, &sizes).unwrap();
+        assert_eq!(
+            off.settings.rpc_rate_limit_per_second, 0,
+            "no limit unless asked"
+        );
+
+        let before = ConfigHashes::of(&plain, &off).unwrap();
+        let after = ConfigHashes::of(&limited, &config).unwrap();
+        assert_eq!(
+            before.raft, after.raft,
+            "Raft members do not serve JSON-RPC"
+        );
+        assert_ne!(before.agents, after.agents);
     }
 }

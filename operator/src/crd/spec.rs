@@ -234,6 +234,11 @@ pub struct AgentsSpec {
     pub autoscaling: Option<AutoscalingSpec>,
     #[serde(default)]
     pub service: AgentServiceSpec,
+    /// Per-client limits of the JSON-RPC endpoint. A client is an IP address (IPv6: its /64):
+    /// only useful where client addresses reach the pods (e.g. `externalTrafficPolicy: Local`
+    /// or a proxy preserving them); behind one that does not, every client shares its address.
+    #[serde(default, skip_serializing_if = "RpcLimitsSpec::is_empty")]
+    pub rpc_limits: RpcLimitsSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Time an agent gets to finish its transactions on scale-in or upgrade.
@@ -249,6 +254,7 @@ impl Default for AgentsSpec {
             replicas: default_agent_replicas(),
             autoscaling: None,
             service: AgentServiceSpec::default(),
+            rpc_limits: RpcLimitsSpec::default(),
             resources: None,
             termination_grace_period_seconds: default_grace(),
         }
@@ -292,6 +298,31 @@ pub struct AutoscalingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub target_in_flight_transactions: Option<i32>,
+}
+
+/// Per-client limits of each agent's JSON-RPC endpoint; absent fields mean no limit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RpcLimitsSpec {
+    /// Calls per second one client may make (each call of a batch counts); over it, calls are
+    /// answered with JSON-RPC error -32005.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub requests_per_second: Option<u32>,
+    /// Calls a client may make at once after being idle (default: `requestsPerSecond`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub burst: Option<u32>,
+    /// TCP connections one client may hold open at each agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_connections_per_client: Option<u32>,
+}
+
+impl RpcLimitsSpec {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// The Service in front of the agents (JSON-RPC on 8545, gRPC on 7400).

@@ -129,10 +129,13 @@ pub struct Settings {
     pub block_interval_ms: u64,
     /// JSON-RPC: calls per second one client (IP address; IPv6: its /64) may make; 0 = no
     /// limit. Off by default: behind a load balancer every client has the balancer's address.
+    #[serde(skip_serializing_if = "is_zero")]
     pub rpc_rate_limit_per_second: u32,
     /// JSON-RPC: calls a client may make at once after being idle (0 = the per-second rate).
+    #[serde(skip_serializing_if = "is_zero")]
     pub rpc_rate_limit_burst: u32,
     /// JSON-RPC: TCP connections one client may hold; 0 = no limit.
+    #[serde(skip_serializing_if = "is_zero")]
     pub rpc_max_connections_per_client: u32,
 }
 
@@ -242,6 +245,12 @@ impl ClusterConfig {
         }
         Ok(())
     }
+}
+
+/// Limits that are off stay out of the serialized topology, so that adding one changes the
+/// topology (and the config hashes that roll pods) only where it is used.
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 fn validate_group(name: &str, replicas: &[Replica]) -> Result<(), ConfigError> {
