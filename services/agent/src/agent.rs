@@ -22,6 +22,41 @@ pub const MAX_PARAM_BYTES: usize = 1 << 20;
 pub const MAX_CODE_BYTES: usize = 1 << 20;
 /// Contracts whose code the agent keeps (checked at every call, see `access`).
 const CODE_CACHE_ENTRIES: usize = 10_000;
+/// Bytes of code the agent keeps: contracts may be up to 1 MiB each, and anyone may deploy.
+const CODE_CACHE_BYTES: usize = 64 << 20;
+
+/// Contract code by key, bounded in entries and bytes: when either bound would be passed, it
+/// starts over (the next calls re-read their code, under the lock they take anyway).
+#[derive(Default)]
+struct CodeCache {
+    by_key: HashMap<Key, Value>,
+    bytes: usize,
+}
+
+impl CodeCache {
+    fn get(&self, key: &Key) -> Option<Value> {
+        self.by_key.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: Key, code: Value) {
+        let size = key.len() + code.len();
+        let full = self.by_key.len() >= CODE_CACHE_ENTRIES || self.bytes + size > CODE_CACHE_BYTES;
+        if full && !self.by_key.contains_key(&key) {
+            self.by_key.clear();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.by_key.insert(key.clone(), code) {
+            self.bytes -= key.len() + old.len();
+        }
+        self.bytes += size;
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some(old) = self.by_key.remove(key) {
+            self.bytes -= key.len() + old.len();
+        }
+    }
+}
 
 /// A contract call.
 #[derive(Clone, Debug)]
@@ -100,7 +135,7 @@ pub struct Agent {
     broker: Arc<Broker>,
     runner: Arc<dyn Runner>,
     settings: AgentSettings,
-    code_cache: Mutex<HashMap<Key, Value>>,
+    code_cache: Mutex<CodeCache>,
     in_flight: Semaphore,
 }
 
@@ -111,7 +146,7 @@ impl Agent {
             runner,
             in_flight: Semaphore::new(settings.max_in_flight),
             settings,
-            code_cache: Mutex::new(HashMap::new()),
+            code_cache: Mutex::default(),
         })
     }
 
@@ -261,7 +296,7 @@ impl Agent {
         attempt: u32,
     ) -> Result<CallResult, AttemptError> {
         let mut access = TransactionAccess::new(self.broker.begin(ticket, attempt), call.read_only);
-        let cached = self.code_cache.lock().get(&call.contract).cloned();
+        let cached = self.code_cache.lock().get(&call.contract);
         let code = match cached {
             Some(code) => {
                 access.defer_code_lock(call.contract.clone());
@@ -350,11 +385,7 @@ impl Agent {
     }
 
     fn cache_code(&self, key: Key, code: Value) {
-        let mut cache = self.code_cache.lock();
-        if cache.len() >= CODE_CACHE_ENTRIES && !cache.contains_key(&key) {
-            cache.clear();
-        }
-        cache.insert(key, code);
+        self.code_cache.lock().insert(key, code);
     }
 }
 
@@ -391,5 +422,38 @@ fn run_failure(error: RunError, failure: Option<BrokerError>) -> AttemptError {
             backoff: true,
         },
         (error, _) => AttemptError::Fatal(AgentError::Run(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_code_cache_is_bounded_in_bytes_and_entries() {
+        let mut cache = CodeCache::default();
+        let big = Value::from(vec![b'x'; 1 << 20]);
+        for i in 0..200u32 {
+            cache.insert(Key::from(i.to_be_bytes().to_vec()), big.clone());
+            assert!(cache.bytes <= CODE_CACHE_BYTES, "{} bytes", cache.bytes);
+        }
+        assert!(cache.by_key.len() <= 64, "{} entries", cache.by_key.len());
+        let key = Key::from_static(b"k");
+        cache.insert(key.clone(), Value::from_static(b"v1"));
+        cache.insert(key.clone(), Value::from_static(b"v22"));
+        let before = cache.bytes;
+        cache.remove(&key);
+        assert_eq!(
+            before - cache.bytes,
+            1 + 3,
+            "a replaced entry is counted once"
+        );
+        for i in 0..(CODE_CACHE_ENTRIES as u32 + 10) {
+            cache.insert(
+                Key::from(i.to_be_bytes().to_vec()),
+                Value::from_static(b"c"),
+            );
+        }
+        assert!(cache.by_key.len() <= CODE_CACHE_ENTRIES);
     }
 }
