@@ -264,7 +264,8 @@ impl Agent {
 
     /// Write-locks `keys`, gives their committed values (in order) to `update` and commits the
     /// writes it returns, as one transaction retried like any other; `runner` names it in
-    /// metrics. For bookkeeping writes outside any contract (block parts, genesis funding).
+    /// metrics. For bookkeeping writes outside any contract (block parts, genesis funding):
+    /// it returns once lock-free reads on every shard see them.
     pub async fn update_keys(
         &self,
         runner: &'static str,
@@ -281,7 +282,8 @@ impl Agent {
             async move {
                 let mut txn = self.broker.begin(ticket, attempt);
                 let values = txn.lock(requests).await.map_err(AttemptError::broker)?;
-                txn.commit(update(values))
+                // Callers publish what they wrote as soon as this returns.
+                txn.commit_visible(update(values))
                     .await
                     .map_err(AttemptError::broker)
             }

@@ -37,6 +37,8 @@ pub struct Transaction {
     attempt: u32,
     participants: BTreeMap<ShardId, Participant>,
     finished: bool,
+    /// Run a two-shard commit's commit phase before answering (see [`Self::commit_visible`]).
+    wait_for_commit_phase: bool,
 }
 
 impl Transaction {
@@ -47,6 +49,7 @@ impl Transaction {
             attempt,
             participants: BTreeMap::new(),
             finished: false,
+            wait_for_commit_phase: false,
         }
     }
 
@@ -184,6 +187,15 @@ impl Transaction {
         Err(error)
     }
 
+    /// As [`Self::commit`], but a commit across shards answers only once its commit phase has
+    /// run, so that lock-free reads on every shard see the writes (unless a shard could not be
+    /// reached, which leaves the commit to recovery). For records that others read without
+    /// locks as soon as this returns, e.g. a block's parts once the block is reported.
+    pub async fn commit_visible(mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
+        self.wait_for_commit_phase = true;
+        self.commit(writes).await
+    }
+
     async fn run_commit(&mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
         let directory = self.broker.directory();
         let mut shard_writes: BTreeMap<ShardId, Vec<pb::KeyValue>> = BTreeMap::new();
@@ -238,9 +250,12 @@ impl Transaction {
                 let broker = Arc::clone(&self.broker);
                 let ticket = self.ticket;
                 let attempt = self.attempt;
-                tokio::spawn(async move {
-                    complete_commit(broker, ticket, attempt, write_shards).await;
-                });
+                let commit_phase = complete_commit(broker, ticket, attempt, write_shards);
+                if self.wait_for_commit_phase {
+                    commit_phase.await;
+                } else {
+                    tokio::spawn(commit_phase);
+                }
                 Ok(CommitOutcome::TwoPhase)
             }
         }

@@ -336,3 +336,27 @@ async fn transfer(broker: &Arc<Broker>, from: Key, to: Key) -> u32 {
     }
     panic!("transfer never committed: starvation");
 }
+
+/// A two-shard commit answered by `commit_visible` has run its commit phase: lock-free reads on
+/// both shards see it at once. (On this single-threaded runtime, a background commit phase
+/// could not have run before the check.)
+#[tokio::test]
+async fn a_visible_commit_is_readable_everywhere_when_it_answers() {
+    let c = cluster(2);
+    let keys = c.keys_on(&[0, 1]);
+    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
+    txn.lock(&[
+        (keys[0].clone(), LockMode::Write),
+        (keys[1].clone(), LockMode::Write),
+    ])
+    .await
+    .unwrap();
+    let outcome = txn
+        .commit_visible(writes(&[(&keys[0], "a"), (&keys[1], "b")]))
+        .await
+        .unwrap();
+    assert_eq!(outcome, CommitOutcome::TwoPhase);
+    assert_eq!(c.value(&keys[0]), "a");
+    assert_eq!(c.value(&keys[1]), "b");
+    c.assert_quiescent();
+}
