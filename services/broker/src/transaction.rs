@@ -250,11 +250,15 @@ impl Transaction {
                 let broker = Arc::clone(&self.broker);
                 let ticket = self.ticket;
                 let attempt = self.attempt;
-                let commit_phase = complete_commit(broker, ticket, attempt, write_shards);
                 if self.wait_for_commit_phase {
-                    commit_phase.await;
+                    // Visible once committed everywhere; forgetting the ticket can wait.
+                    if commit_round(&broker, ticket, attempt, &write_shards).await {
+                        tokio::spawn(async move {
+                            finish_round(&broker, ticket, attempt, &write_shards).await;
+                        });
+                    }
                 } else {
-                    tokio::spawn(commit_phase);
+                    tokio::spawn(complete_commit(broker, ticket, attempt, write_shards));
                 }
                 Ok(CommitOutcome::TwoPhase)
             }
@@ -418,13 +422,25 @@ fn is_unknown_outcome(error: &pb::ShardError) -> bool {
 /// The second phase of a two-phase commit: commit on every writing shard (retrying until each
 /// has applied it), then let them forget the ticket.
 async fn complete_commit(broker: Arc<Broker>, ticket: Ticket, attempt: u32, shards: Vec<ShardId>) {
+    if commit_round(&broker, ticket, attempt, &shards).await {
+        finish_round(&broker, ticket, attempt, &shards).await;
+    }
+}
+
+/// Commits a prepared ticket on every writing shard; false if one could not be reached, which
+/// leaves it prepared there for shard-driven recovery (all prepared → commit).
+async fn commit_round(
+    broker: &Arc<Broker>,
+    ticket: Ticket,
+    attempt: u32,
+    shards: &[ShardId],
+) -> bool {
     let request = pb::TicketRequest {
         ticket: ticket.0,
         attempt,
         fence: false,
     };
     let commits = shards.iter().map(|&shard| {
-        let broker = &broker;
         async move {
             let mut delay = Duration::from_millis(5);
             for _ in 0..COMMIT_RETRIES {
@@ -454,19 +470,22 @@ async fn complete_commit(broker: Arc<Broker>, ticket: Ticket, attempt: u32, shar
             false
         }
     });
-    if !join_all(commits).await.into_iter().all(|ok| ok) {
-        // Left prepared: shard-driven recovery resolves it (all prepared → commit).
-        return;
-    }
-    let finishes = shards.iter().map(|&shard| {
-        let broker = &broker;
-        async move {
-            let _ = broker
-                .call(shard, broker.settings().rpc_timeout, |t| {
-                    Box::pin(async move { t.finish(request).await })
-                })
-                .await;
-        }
+    join_all(commits).await.into_iter().all(|ok| ok)
+}
+
+/// Lets every writing shard forget a committed ticket.
+async fn finish_round(broker: &Arc<Broker>, ticket: Ticket, attempt: u32, shards: &[ShardId]) {
+    let request = pb::TicketRequest {
+        ticket: ticket.0,
+        attempt,
+        fence: false,
+    };
+    let finishes = shards.iter().map(|&shard| async move {
+        let _ = broker
+            .call(shard, broker.settings().rpc_timeout, |t| {
+                Box::pin(async move { t.finish(request).await })
+            })
+            .await;
     });
     join_all(finishes).await;
 }

@@ -122,6 +122,8 @@ async fn single_shard_commits_in_one_phase() {
     assert_eq!(outcome, CommitOutcome::OnePhase);
     assert_eq!(c.value(&keys[0]), "a");
     assert_eq!(c.value(&keys[1]), "b");
+    // The shards forget the ticket in the background.
+    settle(&c).await;
     c.assert_quiescent();
 }
 
@@ -358,5 +360,7 @@ async fn a_visible_commit_is_readable_everywhere_when_it_answers() {
     assert_eq!(outcome, CommitOutcome::TwoPhase);
     assert_eq!(c.value(&keys[0]), "a");
     assert_eq!(c.value(&keys[1]), "b");
+    // The shards forget the ticket in the background.
+    settle(&c).await;
     c.assert_quiescent();
 }
