@@ -21,11 +21,27 @@ pub struct Clarify<S> {
     max_response_body_size: usize,
 }
 
-impl<S> Clarify<S> {
-    pub fn new(inner: S, max_response_body_size: u32) -> Self {
+/// Wraps each service in [`Clarify`]; a named layer, so that the server's type can be named.
+#[derive(Clone, Copy, Debug)]
+pub struct ClarifyLayer {
+    max_response_body_size: usize,
+}
+
+impl ClarifyLayer {
+    pub fn new(max_response_body_size: u32) -> Self {
         Self {
-            inner,
             max_response_body_size: max_response_body_size as usize,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ClarifyLayer {
+    type Service = Clarify<S>;
+
+    fn layer(&self, inner: S) -> Clarify<S> {
+        Clarify {
+            inner,
+            max_response_body_size: self.max_response_body_size,
         }
     }
 }

@@ -24,4 +24,4 @@ mod pubsub;
 pub mod server;
 
 pub use error::revert_reason;
-pub use server::{RpcError, RpcHandle, RpcOptions, serve};
+pub use server::{InProcessRpc, RpcError, RpcHandle, RpcOptions, serve};

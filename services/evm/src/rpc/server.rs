@@ -6,9 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use jsonrpsee::RpcModule;
+use jsonrpsee::core::BoxError;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
-use jsonrpsee::server::{BatchRequestConfig, Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{
+    BatchRequestConfig, HttpBody, Server, ServerBuilder, ServerConfig, ServerHandle, TowerService,
+};
+use tower::Service;
+use tower::layer::util::{Identity, Stack};
 use tower_http::cors::CorsLayer;
 
 use crate::chain::Chain;
@@ -16,7 +22,7 @@ use crate::rpc::api::{ApiSettings, EthApi, EthRpcServer};
 use crate::rpc::filters::FilterRegistry;
 use crate::rpc::ids::HexIdProvider;
 use crate::rpc::logs::LogLimits;
-use crate::rpc::middleware::Clarify;
+use crate::rpc::middleware::ClarifyLayer;
 
 const GWEI: u128 = 1_000_000_000;
 
@@ -108,12 +114,13 @@ impl RpcHandle {
     }
 }
 
-/// Serves Ethereum JSON-RPC for `chain` on `listen` (HTTP and WebSocket on the same port).
-pub async fn serve(
-    chain: Arc<dyn Chain>,
-    listen: SocketAddr,
-    options: RpcOptions,
-) -> Result<RpcHandle, RpcError> {
+/// The HTTP layers in front of the JSON-RPC methods: permissive CORS.
+type HttpLayers = Stack<CorsLayer, Identity>;
+/// The JSON-RPC layers around each call and batch (see [`ClarifyLayer`]).
+type RpcLayers = Stack<ClarifyLayer, Identity>;
+
+/// The server's configuration and middleware, before it is bound to a socket.
+fn builder(options: &RpcOptions) -> ServerBuilder<HttpLayers, RpcLayers> {
     let config = ServerConfig::builder()
         .max_request_body_size(options.max_request_body_size)
         .max_response_body_size(options.max_response_body_size)
@@ -122,24 +129,16 @@ pub async fn serve(
         .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch_len))
         .set_id_provider(HexIdProvider)
         .build();
-    let middleware = tower::ServiceBuilder::new().layer(CorsLayer::permissive());
-    let max_response = options.max_response_body_size;
-    let rpc_middleware =
-        RpcServiceBuilder::new().layer_fn(move |service| Clarify::new(service, max_response));
-    let server = Server::builder()
+    Server::builder()
         .set_config(config)
-        .set_http_middleware(middleware)
-        .set_rpc_middleware(rpc_middleware)
-        .build(listen)
-        .await
-        .map_err(|source| RpcError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let local_addr = server.local_addr().map_err(|source| RpcError::Bind {
-        addr: listen,
-        source,
-    })?;
+        .set_http_middleware(tower::ServiceBuilder::new().layer(CorsLayer::permissive()))
+        .set_rpc_middleware(
+            RpcServiceBuilder::new().layer(ClarifyLayer::new(options.max_response_body_size)),
+        )
+}
+
+/// The methods over `chain`, with their filter registry and settings.
+fn methods(chain: Arc<dyn Chain>, options: &RpcOptions) -> Result<RpcModule<()>, RpcError> {
     let filters = Arc::new(FilterRegistry::new(
         options.filter_timeout,
         options.max_filters,
@@ -154,7 +153,61 @@ pub async fn serve(
     };
     let mut module = RpcModule::new(());
     module.merge(EthApi::new(chain, filters, settings).into_rpc())?;
-    let handle = server.start(module);
+    Ok(module)
+}
+
+/// Serves Ethereum JSON-RPC for `chain` on `listen` (HTTP and WebSocket on the same port).
+pub async fn serve(
+    chain: Arc<dyn Chain>,
+    listen: SocketAddr,
+    options: RpcOptions,
+) -> Result<RpcHandle, RpcError> {
+    let server = builder(&options)
+        .build(listen)
+        .await
+        .map_err(|source| RpcError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local_addr = server.local_addr().map_err(|source| RpcError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let handle = server.start(methods(chain, &options)?);
     tracing::info!(%local_addr, "JSON-RPC listening (HTTP and WebSocket)");
     Ok(RpcHandle { local_addr, handle })
+}
+
+/// The server's whole HTTP request path without a socket: the same configuration, limits,
+/// middleware (CORS, clear invalid-params messages, concurrent batches) and methods as
+/// [`serve`]. For the fuzz targets, which must reach every layer an HTTP client reaches.
+pub struct InProcessRpc {
+    service: TowerService<RpcLayers, HttpLayers>,
+    /// Keeps the service's stop signal open for as long as it serves.
+    _server: ServerHandle,
+}
+
+impl InProcessRpc {
+    pub fn new(chain: Arc<dyn Chain>, options: RpcOptions) -> Result<Self, RpcError> {
+        let (stop, server) = jsonrpsee::server::stop_channel();
+        let service = builder(&options)
+            .to_service_builder()
+            .build(methods(chain, &options)?, stop);
+        Ok(Self {
+            service,
+            _server: server,
+        })
+    }
+
+    /// POSTs `body` as `application/json`, as an HTTP client would; returns the status and
+    /// the body of the answer.
+    pub async fn post(&self, body: String) -> Result<(http::StatusCode, String), BoxError> {
+        let request = http::Request::post("/")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(HttpBody::from(body))?;
+        let response = self.service.clone().call(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
 }
