@@ -1,0 +1,140 @@
+//! Checks of a peer's requests before openraft sees them. A peer is trusted by the protocol
+//! (mutual TLS keeps strangers out), but openraft trusts it further: it asserts (in builds with
+//! debug assertions, panicking its core task) or silently rewrites its log (without them) on
+//! requests that no correct member sends. Such a request is refused instead, as malformed.
+//! Found by the `raft` fuzz target; each rule names what it prevents.
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{BasicNode, LogId, Membership, RaftLogId, Vote};
+
+use crate::types::{NodeId, TypeConfig};
+
+/// A refused request: why.
+pub type Refusal = String;
+
+/// The member a vote names as leader or candidate.
+fn sender(vote: &Vote<NodeId>) -> Option<NodeId> {
+    vote.leader_id().voted_for()
+}
+
+/// Members never send requests to themselves. A leader receiving its own vote back keeps
+/// leading while openraft handles the request as a follower (`assertion failed:
+/// self.leader.is_none()`).
+fn not_from_me(me: NodeId, vote: &Vote<NodeId>) -> Result<(), Refusal> {
+    match sender(vote) {
+        Some(id) if id == me => Err(format!("a request in the name of this member ({me})")),
+        _ => Ok(()),
+    }
+}
+
+/// Entries and snapshots come from an elected leader, whose vote is committed: openraft
+/// records what it accepts from a leader only under a committed vote (`vote must be
+/// committed`).
+fn from_a_leader(vote: &Vote<NodeId>) -> Result<(), Refusal> {
+    if vote.is_committed() {
+        Ok(())
+    } else {
+        Err(format!(
+            "a leader's request under an uncommitted vote {vote}"
+        ))
+    }
+}
+
+/// A log id of a term after the sender's own: no member holds one.
+fn not_from_the_future(
+    vote: &Vote<NodeId>,
+    what: &str,
+    id: Option<&LogId<NodeId>>,
+) -> Result<(), Refusal> {
+    match id {
+        Some(id) if id.leader_id.term > vote.leader_id().term => Err(format!(
+            "{what} {id} is of a term after the sender's ({})",
+            vote.leader_id().term
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// At or below the committed index every correct leader holds exactly the committed log, so no
+/// log id there may be greater than the committed one. openraft assumes it (`assertion
+/// failed: Some(log_id) <= self.committed()`), and would otherwise truncate committed entries.
+fn consistent_with_committed(
+    committed: Option<LogId<NodeId>>,
+    what: &str,
+    id: &LogId<NodeId>,
+) -> Result<(), Refusal> {
+    match committed {
+        Some(committed) if id.index <= committed.index && *id > committed => Err(format!(
+            "{what} {id} contradicts the committed log (committed: {committed})"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Every config of a (joint) membership has a voter, at most two configs, and every voter an
+/// address: what openraft's own constructors guarantee, and deserialization does not.
+pub fn membership(membership: &Membership<NodeId, BasicNode>) -> Result<(), Refusal> {
+    let configs = membership.get_joint_config();
+    if configs.is_empty() || configs.len() > 2 || configs.iter().any(|c| c.is_empty()) {
+        return Err(format!("a membership with configs {configs:?}"));
+    }
+    match membership
+        .voter_ids()
+        .find(|id| membership.get_node(id).is_none())
+    {
+        Some(id) => Err(format!("voter {id} has no address")),
+        None => Ok(()),
+    }
+}
+
+pub fn append_entries(
+    me: NodeId,
+    committed: Option<LogId<NodeId>>,
+    request: &AppendEntriesRequest<TypeConfig>,
+) -> Result<(), Refusal> {
+    let vote = &request.vote;
+    not_from_me(me, vote)?;
+    from_a_leader(vote)?;
+    not_from_the_future(vote, "prev_log_id", request.prev_log_id.as_ref())?;
+    not_from_the_future(vote, "leader_commit", request.leader_commit.as_ref())?;
+    if let Some(prev) = &request.prev_log_id {
+        consistent_with_committed(committed, "prev_log_id", prev)?;
+    }
+    // Entries follow prev_log_id one index at a time, in log id order: openraft appends them
+    // as they come (`debug_assert!(x.get_log_id().index == prev_log_id.next_index())`).
+    let mut previous = request.prev_log_id;
+    for entry in &request.entries {
+        let id = entry.get_log_id();
+        let expected = previous.map_or(0, |p| p.index + 1);
+        if id.index != expected {
+            return Err(format!("entry {id} where index {expected} was due"));
+        }
+        if previous.is_some_and(|p| p.leader_id.term > id.leader_id.term) {
+            return Err(format!("entry {id} of a term before its predecessor's"));
+        }
+        not_from_the_future(vote, "entry", Some(id))?;
+        consistent_with_committed(committed, "entry", id)?;
+        if let openraft::EntryPayload::Membership(m) = &entry.payload {
+            membership(m)?;
+        }
+        previous = Some(*id);
+    }
+    Ok(())
+}
+
+pub fn vote(me: NodeId, request: &VoteRequest<NodeId>) -> Result<(), Refusal> {
+    not_from_me(me, &request.vote)?;
+    not_from_the_future(&request.vote, "last_log_id", request.last_log_id.as_ref())
+}
+
+pub fn install_snapshot(
+    me: NodeId,
+    request: &InstallSnapshotRequest<TypeConfig>,
+) -> Result<(), Refusal> {
+    let vote = &request.vote;
+    not_from_me(me, vote)?;
+    from_a_leader(vote)?;
+    let meta = &request.meta;
+    not_from_the_future(vote, "snapshot", meta.last_log_id.as_ref())?;
+    membership(meta.last_membership.membership())
+}
