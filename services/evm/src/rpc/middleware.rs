@@ -1,6 +1,7 @@
 //! JSON-RPC middleware: invalid-params errors say what is wrong in their message, as geth's do
 //! (jsonrpsee puts the reason in `data` under a bare "Invalid params", which client libraries
-//! do not show); and the calls of a batch run concurrently (jsonrpsee runs them one after
+//! do not show); subscriptions over HTTP are refused with geth's "notifications not supported",
+//! not jsonrpsee's "Internal error"; and the calls of a batch run concurrently (jsonrpsee runs them one after
 //! another, so a burst of transactions batched by a client would wait on each other).
 
 use std::future::Future;
@@ -10,7 +11,10 @@ use jsonrpsee::server::middleware::rpc::{Batch, BatchEntry, Notification, Reques
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::Value;
 
-use crate::rpc::error::INVALID_PARAMS;
+use crate::rpc::error::{INTERNAL_ERROR, INVALID_PARAMS};
+
+/// JSON-RPC's "method not found", which geth also uses for subscriptions over HTTP.
+const METHOD_NOT_FOUND: i32 = -32601;
 
 /// jsonrpsee's message for every invalid-params error.
 const JSONRPSEE_INVALID_PARAMS: &str = "Invalid params";
@@ -68,7 +72,7 @@ where
             let method = request.method_name().to_owned();
             let started = std::time::Instant::now();
             let response = inner.call(request).await;
-            let response = match clarified(&response) {
+            let response = match clarified(&method, &response) {
                 Some(error) => MethodResponse::error(id, error),
                 None => response,
             };
@@ -127,9 +131,20 @@ where
     }
 }
 
-/// The error of `response` with its reason as the message, when it is jsonrpsee's bare
-/// invalid-params error.
-fn clarified(response: &MethodResponse) -> Option<ErrorObjectOwned> {
+/// The error `response` should have been: the reason as the message of jsonrpsee's bare
+/// invalid-params error; geth's answer to a subscription over HTTP, where jsonrpsee answers
+/// "Internal error" (found by the `json_rpc` fuzz target: nothing failed, the transport simply
+/// cannot carry notifications).
+fn clarified(method: &str, response: &MethodResponse) -> Option<ErrorObjectOwned> {
+    if response.as_error_code() == Some(INTERNAL_ERROR)
+        && matches!(method, "eth_subscribe" | "eth_unsubscribe")
+    {
+        return Some(ErrorObjectOwned::owned(
+            METHOD_NOT_FOUND,
+            "notifications not supported",
+            None::<()>,
+        ));
+    }
     if response.as_error_code() != Some(INVALID_PARAMS) {
         return None;
     }

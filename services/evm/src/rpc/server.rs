@@ -201,7 +201,7 @@ impl InProcessRpc {
 
     /// POSTs `body` as `application/json`, as an HTTP client would; returns the status and
     /// the body of the answer.
-    pub async fn post(&self, body: String) -> Result<(http::StatusCode, String), BoxError> {
+    pub async fn post(&self, body: Vec<u8>) -> Result<(http::StatusCode, String), BoxError> {
         let request = http::Request::post("/")
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(HttpBody::from(body))?;
