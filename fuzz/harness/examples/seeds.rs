@@ -386,10 +386,204 @@ fn grpc() {
     write("grpc", "agent-contention", &calls.finish());
 }
 
+/// A real request for every method the server implements, a batch, a notification, and
+/// structured inputs.
+fn json_rpc() {
+    use parsec_fuzz::seeds::DEV_ACCOUNTS;
+    use serde_json::json;
+    let [a, b] = DEV_ACCOUNTS.map(|a| a.to_string());
+    let token = "0x7070707070707070707070707070707070707070";
+    let raws = signed_transactions(0, 0);
+    let raw = |i: usize| raws[i].1.to_string();
+    let tx_hash = alloy_primitives::keccak256(&raws[3].1).to_string();
+    let block_hash = format!("0x{}", "ab".repeat(32));
+    let call = json!({ "from": a, "to": token, "data": "0x70a08231000000000000000000000000f39fd6e51aad88f6f4ce6ab8827279cffb92266" });
+    let filter = json!({ "fromBlock": "0x0", "toBlock": "latest", "address": token,
+                         "topics": [["0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"], null] });
+    let requests: Vec<(&str, serde_json::Value)> = vec![
+        ("web3_clientVersion", json!([])),
+        ("web3_sha3", json!(["0x68656c6c6f"])),
+        ("net_version", json!([])),
+        ("net_listening", json!([])),
+        ("net_peerCount", json!([])),
+        ("eth_chainId", json!([])),
+        ("eth_syncing", json!([])),
+        ("eth_mining", json!([])),
+        ("eth_hashrate", json!([])),
+        ("eth_coinbase", json!([])),
+        ("eth_accounts", json!([])),
+        ("eth_blockNumber", json!([])),
+        ("eth_gasPrice", json!([])),
+        ("eth_maxPriorityFeePerGas", json!([])),
+        ("eth_feeHistory", json!(["0x4", "latest", [25, 75]])),
+        ("eth_getBlockByNumber", json!(["latest", true])),
+        ("eth_getBlockByHash", json!([block_hash, false])),
+        ("eth_getBlockTransactionCountByNumber", json!(["0x1"])),
+        ("eth_getBlockTransactionCountByHash", json!([block_hash])),
+        ("eth_getUncleCountByBlockNumber", json!(["earliest"])),
+        ("eth_getUncleCountByBlockHash", json!([block_hash])),
+        ("eth_getBlockReceipts", json!(["latest"])),
+        ("eth_getBalance", json!([a, "latest"])),
+        ("eth_getTransactionCount", json!([b, "pending"])),
+        ("eth_getCode", json!([token, "latest"])),
+        ("eth_getStorageAt", json!([token, "0x0", "latest"])),
+        ("eth_call", json!([call, "latest"])),
+        (
+            "eth_estimateGas",
+            json!([{ "from": a, "to": b, "value": "0x1" }]),
+        ),
+        ("eth_sendRawTransaction", json!([raw(3)])),
+        ("eth_getTransactionByHash", json!([tx_hash])),
+        ("eth_getTransactionReceipt", json!([tx_hash])),
+        (
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!(["latest", "0x0"]),
+        ),
+        (
+            "eth_getTransactionByBlockHashAndIndex",
+            json!([block_hash, "0x0"]),
+        ),
+        ("eth_getLogs", json!([filter])),
+        ("eth_newFilter", json!([filter])),
+        ("eth_newBlockFilter", json!([])),
+        ("eth_newPendingTransactionFilter", json!([])),
+        (
+            "eth_getFilterChanges",
+            json!(["0x0123456789abcdef0123456789abcdef"]),
+        ),
+        (
+            "eth_getFilterLogs",
+            json!(["0x0123456789abcdef0123456789abcdef"]),
+        ),
+        (
+            "eth_uninstallFilter",
+            json!(["0x0123456789abcdef0123456789abcdef"]),
+        ),
+        ("eth_subscribe", json!(["newHeads"])),
+        (
+            "eth_unsubscribe",
+            json!(["0x0123456789abcdef0123456789abcdef"]),
+        ),
+    ];
+    for (i, (method, params)) in requests.iter().enumerate() {
+        let request = json!({ "jsonrpc": "2.0", "id": i + 1, "method": method, "params": params });
+        write("json_rpc", method, request.to_string().as_bytes());
+    }
+    for (i, (name, _)) in raws.iter().enumerate() {
+        let request = json!({ "jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw(i)] });
+        write(
+            "json_rpc",
+            &format!("send-{name}"),
+            request.to_string().as_bytes(),
+        );
+    }
+    let batch: Vec<serde_json::Value> = requests
+        .iter()
+        .take(12)
+        .enumerate()
+        .map(|(i, (method, params))| json!({ "jsonrpc": "2.0", "id": i, "method": method, "params": params }))
+        .collect();
+    write(
+        "json_rpc",
+        "batch",
+        serde_json::Value::Array(batch).to_string().as_bytes(),
+    );
+    let notification = json!({ "jsonrpc": "2.0", "method": "eth_blockNumber", "params": [] });
+    write(
+        "json_rpc",
+        "notification",
+        notification.to_string().as_bytes(),
+    );
+    write(
+        "json_rpc",
+        "unknown-method",
+        br#"{"jsonrpc":"2.0","id":"x","method":"eth_nope","params":[]}"#,
+    );
+    write("json_rpc", "empty-batch", b"[]");
+    write("json_rpc", "not-json", b"{\"jsonrpc\":\"2.0\",");
+    // Structured: fresh transactions from the second account, balances, a call.
+    use parsec_fuzz::json_rpc::structured_input;
+    write(
+        "json_rpc",
+        "structured-send",
+        &structured_input("eth_sendRawTransaction", &[&[13, 0, 0]]),
+    );
+    write(
+        "json_rpc",
+        "structured-create",
+        &structured_input("eth_sendRawTransaction", &[&[13, 0, 1]]),
+    );
+    write(
+        "json_rpc",
+        "structured-balance",
+        &structured_input("eth_getBalance", &[&[0, 1], &[1, 0]]),
+    );
+    write(
+        "json_rpc",
+        "structured-call",
+        &structured_input("eth_call", &[&[10, 0x0f, 0x00], &[1, 0]]),
+    );
+    write(
+        "json_rpc",
+        "structured-logs",
+        &structured_input("eth_getLogs", &[&[10, 0x00, 0x1e]]),
+    );
+    write(
+        "json_rpc",
+        "structured-block",
+        &structured_input("eth_getBlockByHash", &[&[5, 0], &[6, 1]]),
+    );
+}
+
+/// The raft target's format gives every byte string a meaning: a few hand-made inputs (status,
+/// client writes, a peer's append of each kind of entry, a vote, snapshots), then noise.
+fn raft() {
+    use parsec_fuzz::raft::input;
+    write("raft", "leader-status", &input(true, &[4]));
+    // A one-phase commit of key "a" through the log, then a commit of an unknown ticket.
+    let one_phase = [9, 1, 0, 2, 1, 1, 0, b'a', 1, 0, b'1'];
+    write(
+        "raft",
+        "leader-writes",
+        &input(true, &[&one_phase[..], &[9, 2, 0, 1]].concat()),
+    );
+    // A peer in term 3 appends a blank entry, then a membership of voters {1, 2}.
+    let append = [
+        0, 3, 2, 1, 0, 1, 2, 3, 0, 0, 0, 3, 2, 0, 2, 1, 2, 1, 2, 2, 1, 2, 0,
+    ];
+    write("raft", "follower-append", &input(false, &append));
+    write("raft", "leader-append-higher-term", &input(true, &append));
+    // Votes for a candidate of a later term, with and without a log.
+    write(
+        "raft",
+        "vote",
+        &input(true, &[1, 5, 3, 0, 1, 4, 2, 9, 1, 6, 3, 0, 0]),
+    );
+    // A real snapshot of a few commands, in one chunk.
+    let snapshot = [
+        2, 4, 2, 1, 1, 3, 2, 7, 0, 1, 0, 1, 0, 0, 0, 1, 1, 2, 1, 1, 0, 1, 2, 0, 1,
+    ];
+    write("raft", "install-snapshot", &input(false, &snapshot));
+    write(
+        "raft",
+        "admin",
+        &input(true, &[5, 2, 7, 2, 6, 2, 1, 2, 8, 1, 4]),
+    );
+    for i in 0..12 {
+        write(
+            "raft",
+            &format!("noise-{i:02}"),
+            &noise(300 + i, 16 + 24 * i as usize),
+        );
+    }
+}
+
 fn main() {
     tx_decode();
     lua();
     lock_table();
     grpc();
+    json_rpc();
+    raft();
     println!("seeds written under {}", corpus("").display());
 }

@@ -42,6 +42,8 @@ const CALL_DEADLINE: Duration = Duration::from_millis(100);
 /// How long an agent call may take (it runs a contract and commits across shards).
 const AGENT_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_CALLS: usize = 32;
+/// No more calls start once an input has run this long (calls that wait add up).
+const INPUT_BUDGET: Duration = Duration::from_secs(10);
 /// Keys whose values are compared before and after every call.
 const MAX_WATCHED: usize = 64;
 
@@ -123,9 +125,10 @@ pub fn run(data: &[u8]) {
         // The background part of earlier commits (the deploys at start) must not land under
         // this input's oracles.
         harness.wait_for_agent().await;
+        let started = std::time::Instant::now();
         let mut r = Reader::new(data);
         for _ in 0..MAX_CALLS {
-            if r.is_empty() {
+            if r.is_empty() || started.elapsed() > INPUT_BUDGET {
                 break;
             }
             let selector = r.u8();

@@ -9,8 +9,10 @@
 
 pub mod cluster;
 pub mod grpc;
+pub mod json_rpc;
 pub mod lock_table;
 pub mod lua;
+pub mod raft;
 pub mod seeds;
 pub mod tx_decode;
 pub mod wire;
@@ -24,6 +26,8 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("lock_table", lock_table::run),
     ("lua", lua::run),
     ("grpc", grpc::run),
+    ("json_rpc", json_rpc::run),
+    ("raft", raft::run),
 ];
 
 /// One Tokio runtime for the whole process, created on first use: targets that need async
