@@ -40,16 +40,17 @@ fn from_a_leader(vote: &Vote<NodeId>) -> Result<(), Refusal> {
     }
 }
 
-/// A log id of a term after the sender's own: no member holds one.
+/// A log id written by a leader after the sender (log ids order by term, then leader, then
+/// index): no member holds one.
 fn not_from_the_future(
     vote: &Vote<NodeId>,
     what: &str,
     id: Option<&LogId<NodeId>>,
 ) -> Result<(), Refusal> {
     match id {
-        Some(id) if id.leader_id.term > vote.leader_id().term => Err(format!(
-            "{what} {id} is of a term after the sender's ({})",
-            vote.leader_id().term
+        Some(id) if id.leader_id > *vote.leader_id() => Err(format!(
+            "{what} {id} was written after the sender's leadership {}",
+            vote.leader_id()
         )),
         _ => Ok(()),
     }
@@ -101,7 +102,8 @@ pub fn append_entries(
         consistent_with_committed(committed, "prev_log_id", prev)?;
     }
     // Entries follow prev_log_id one index at a time, in log id order: openraft appends them
-    // as they come (`debug_assert!(x.get_log_id().index == prev_log_id.next_index())`).
+    // as they come (`debug_assert!(x.get_log_id().index == prev_log_id.next_index())`, and
+    // `new_log_id: T0-N0-1, last: T0-N4-0` for a leader id going back).
     let mut previous = request.prev_log_id;
     for entry in &request.entries {
         let id = entry.get_log_id();
@@ -109,8 +111,8 @@ pub fn append_entries(
         if id.index != expected {
             return Err(format!("entry {id} where index {expected} was due"));
         }
-        if previous.is_some_and(|p| p.leader_id.term > id.leader_id.term) {
-            return Err(format!("entry {id} of a term before its predecessor's"));
+        if previous.is_some_and(|p| p.leader_id > id.leader_id) {
+            return Err(format!("entry {id} of a leader before its predecessor's"));
         }
         not_from_the_future(vote, "entry", Some(id))?;
         consistent_with_committed(committed, "entry", id)?;

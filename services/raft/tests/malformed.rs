@@ -120,6 +120,19 @@ async fn entries_out_of_order_from_the_future_or_without_voters_are_refused() {
         blank(log_id(term, next + 1)),
     ]);
     assert_refused(&cluster, append(&cluster, backwards).await).await;
+    // Same term, an earlier leader id after a later one (log ids order by term, then leader).
+    let leader = |node, index| LogId::new(CommittedLeaderId::new(term + 1, node), index);
+    let vote = Vote::new_committed(term + 1, 4);
+    let swapped = AppendEntriesRequest {
+        vote,
+        prev_log_id: Some(committed),
+        entries: vec![blank(leader(4, next)), blank(leader(0, next + 1))],
+        leader_commit: Some(committed),
+    };
+    assert_refused(&cluster, append(&cluster, swapped).await).await;
+    // Entries of a leader after the sender's leadership.
+    let after_sender = with(vec![blank(leader(3, next))]);
+    assert_refused(&cluster, append(&cluster, after_sender).await).await;
     let nodes = BTreeMap::from([(2, BasicNode::new("127.0.0.1:1"))]);
     let no_voter = Entry {
         log_id: log_id(term + 1, next),
