@@ -205,11 +205,22 @@ fn check_answer(request: &[u8], text: &str) {
         .unwrap_or_else(|e| panic!("the answer is not JSON ({e}): {text}"));
     match (&request, &answer) {
         (Some(Value::Array(items)), Value::Array(responses)) => {
-            let expected = items
-                .iter()
-                .filter(|v| v.as_object().is_none_or(|o| o.contains_key("id")))
-                .count();
-            assert_eq!(responses.len(), expected, "one response per call: {text}");
+            // Every call with an id gets its response; a call without one gets none if it is a
+            // valid notification, an error if it is not a valid request at all.
+            let with_id: Vec<&Value> = items.iter().filter_map(|v| v.get("id")).collect();
+            assert!(
+                responses.len() >= with_id.len() && responses.len() <= items.len(),
+                "{} responses to {} calls ({} with an id): {text}",
+                responses.len(),
+                items.len(),
+                with_id.len()
+            );
+            for id in with_id.iter().filter(|id| id.is_number() || id.is_string()) {
+                assert!(
+                    responses.iter().any(|r| r.get("id") == Some(id)),
+                    "no response for id {id}: {text}"
+                );
+            }
             for response in responses {
                 check_response(response, None);
             }
