@@ -282,7 +282,7 @@ impl pb::raft_transport_server::RaftTransport for TransportService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode_request(request)?;
-        validate::append_entries(self.me, self.committed.get(), &req)
+        validate::append_entries(self.me, &self.committed, &req)
             .map_err(|r| refused("AppendEntries", r))?;
         reply(&self.raft.append_entries(req).await)
     }

@@ -56,20 +56,50 @@ fn not_from_the_future(
     }
 }
 
-/// At or below the committed index every correct leader holds exactly the committed log, so no
-/// log id there may be greater than the committed one. openraft assumes it (`assertion
-/// failed: Some(log_id) <= self.committed()`), and would otherwise truncate committed entries.
+/// What a request is checked against: this member's committed log id, and its own log ids.
+pub trait LocalLog {
+    fn committed(&self) -> Option<LogId<NodeId>>;
+    /// The local entry's id at `index`, if the log still holds it.
+    fn log_id_at(&self, index: u64) -> Option<LogId<NodeId>>;
+}
+
+impl LocalLog for crate::log_store::CommittedHandle {
+    fn committed(&self) -> Option<LogId<NodeId>> {
+        self.get()
+    }
+
+    fn log_id_at(&self, index: u64) -> Option<LogId<NodeId>> {
+        crate::log_store::CommittedHandle::log_id_at(self, index)
+    }
+}
+
+/// At or below the committed index every correct leader holds exactly the committed log:
+/// openraft takes any log id there as matching its own without looking (`assertion failed:
+/// Some(log_id) <= self.committed()`, and `Some(entries[0].get_log_id()) >
+/// self.state.log_ids.last()` when what it appends next does not follow its own entry), and
+/// would truncate committed entries after it. So a log id there must be the local one where the
+/// log still holds it, and never greater than the committed one.
 fn consistent_with_committed(
-    committed: Option<LogId<NodeId>>,
+    local: &impl LocalLog,
     what: &str,
     id: &LogId<NodeId>,
 ) -> Result<(), Refusal> {
-    match committed {
-        Some(committed) if id.index <= committed.index && *id > committed => Err(format!(
-            "{what} {id} contradicts the committed log (committed: {committed})"
-        )),
-        _ => Ok(()),
+    let Some(committed) = local.committed() else {
+        return Ok(());
+    };
+    if id.index > committed.index {
+        return Ok(());
     }
+    let contradicts = match local.log_id_at(id.index) {
+        Some(own) => own != *id,
+        None => *id > committed,
+    };
+    if contradicts {
+        return Err(format!(
+            "{what} {id} contradicts the committed log (committed: {committed})"
+        ));
+    }
+    Ok(())
 }
 
 /// Every config of a (joint) membership has a voter, at most two configs, and every voter an
@@ -90,7 +120,7 @@ pub fn membership(membership: &Membership<NodeId, BasicNode>) -> Result<(), Refu
 
 pub fn append_entries(
     me: NodeId,
-    committed: Option<LogId<NodeId>>,
+    local: &impl LocalLog,
     request: &AppendEntriesRequest<TypeConfig>,
 ) -> Result<(), Refusal> {
     let vote = &request.vote;
@@ -99,7 +129,7 @@ pub fn append_entries(
     not_from_the_future(vote, "prev_log_id", request.prev_log_id.as_ref())?;
     not_from_the_future(vote, "leader_commit", request.leader_commit.as_ref())?;
     if let Some(prev) = &request.prev_log_id {
-        consistent_with_committed(committed, "prev_log_id", prev)?;
+        consistent_with_committed(local, "prev_log_id", prev)?;
     }
     // Entries follow prev_log_id one index at a time, in log id order: openraft appends them
     // as they come (`debug_assert!(x.get_log_id().index == prev_log_id.next_index())`, and
@@ -115,7 +145,7 @@ pub fn append_entries(
             return Err(format!("entry {id} of a leader before its predecessor's"));
         }
         not_from_the_future(vote, "entry", Some(id))?;
-        consistent_with_committed(committed, "entry", id)?;
+        consistent_with_committed(local, "entry", id)?;
         if let openraft::EntryPayload::Membership(m) = &entry.payload {
             membership(m)?;
         }

@@ -101,6 +101,22 @@ async fn entries_contradicting_the_committed_log_are_refused() {
 }
 
 #[tokio::test]
+async fn a_prev_log_id_at_the_committed_index_must_be_our_own() {
+    let (cluster, term, committed) = leader().await;
+    // Below our committed id in log order, at its index, but written by another leader of the
+    // same term: what follows it would not follow our log.
+    let other = |index| LogId::new(CommittedLeaderId::new(term, 0), index);
+    let request = AppendEntriesRequest {
+        vote: Vote::new_committed(term + 1, 2),
+        prev_log_id: Some(other(committed.index)),
+        entries: vec![blank(other(committed.index + 1))],
+        leader_commit: None,
+    };
+    assert_refused(&cluster, append(&cluster, request).await).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
 async fn entries_out_of_order_from_the_future_or_without_voters_are_refused() {
     let (cluster, term, committed) = leader().await;
     let next = committed.index + 1;
