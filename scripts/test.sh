@@ -38,6 +38,17 @@ fi
 echo "== cargo test"
 cargo test --workspace --locked
 
+# A short fuzz run: every target of fuzz/ for PARSEC_FUZZ_SECONDS (20) seconds, without
+# sanitizers (0 skips it). `cargo test` above already replayed the committed corpus; this builds
+# the libFuzzer binaries and lets each explore a little. Without sanitizers because the cold
+# build of the whole dependency tree is what costs: ~18 minutes here without them (on a loaded
+# machine), more with AddressSanitizer. The long run with ASan is in the README ("Fuzzing").
+fuzz_seconds="${PARSEC_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+    echo "== scripts/fuzz.sh --seconds $fuzz_seconds --sanitizer none"
+    scripts/fuzz.sh --seconds "$fuzz_seconds" --sanitizer none
+fi
+
 # The operator's manifests, chart and rendered objects against the real Kubernetes schemas
 # (kubernetes-validate --strict) and Helm itself (helm-python-sdk), installed from PyPI.
 echo "== Kubernetes schemas and Helm"

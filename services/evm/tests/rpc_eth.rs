@@ -514,6 +514,27 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(reply["result"], "0x", "{reply}");
 }
 
+/// Regression (json_rpc fuzz target): over HTTP jsonrpsee answered subscriptions with
+/// "Internal error" (-32603), an error clients read as a server fault.
+#[tokio::test]
+async fn subscriptions_over_http_are_refused_as_geth_refuses_them() {
+    let server = TestServer::start().await;
+    for (method, params) in [
+        ("eth_subscribe", json!(["newHeads"])),
+        (
+            "eth_unsubscribe",
+            json!(["0x0123456789abcdef0123456789abcdef"]),
+        ),
+    ] {
+        let reply = server.rpc(method, params).await;
+        assert_eq!(reply["error"]["code"], -32601, "{method}: {reply}");
+        assert_eq!(
+            reply["error"]["message"], "notifications not supported",
+            "{method}: {reply}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn batches_are_answered_call_by_call() {
     let server = TestServer::start().await;

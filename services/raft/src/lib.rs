@@ -8,7 +8,8 @@
 //! - [`admin`]: operator gRPC API (`parsec.raft.v1.RaftAdmin`);
 //! - [`node`]: [`RaftNode`], which ties them together;
 //! - [`metrics`]: Prometheus metrics and readiness of a member;
-//! - [`redirect`]: "not the leader" refusals and the clients that follow them.
+//! - [`redirect`]: "not the leader" refusals and the clients that follow them;
+//! - [`validate`]: checks of a peer's requests that openraft assumes and does not make.
 
 pub mod admin;
 mod batcher;
@@ -19,6 +20,7 @@ pub mod node;
 pub mod redirect;
 pub mod state_machine;
 pub mod types;
+pub mod validate;
 mod wal;
 
 /// Generated gRPC code of `proto/parsec/raft/v1/raft.proto`.

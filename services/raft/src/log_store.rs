@@ -22,14 +22,28 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::{self, LogMemory, Msg, Op, Recovered, SyncMetrics, Writer, encode_op};
 pub use crate::wal::{DEFAULT_SEGMENT_BYTES, LEGACY_LOG_FILE, LogStoreError, WAL_DIR};
 
-/// Read-only view of the last committed log id, detached from the log.
+/// Read-only view of the last committed log id, detached from the log (it does not keep the
+/// log open).
 #[derive(Clone)]
-pub struct CommittedHandle(Arc<Mutex<Option<LogId>>>, Arc<AtomicU64>);
+pub struct CommittedHandle(
+    Arc<Mutex<Option<LogId>>>,
+    Arc<AtomicU64>,
+    std::sync::Weak<Shared>,
+);
 
 impl CommittedHandle {
     /// Last committed log id known to this node.
     pub fn get(&self) -> Option<LogId> {
         *self.0.lock()
+    }
+
+    /// The id of the local entry at `index`, while the log is open and holds it (or it is the
+    /// last purged one).
+    pub(crate) fn log_id_at(&self, index: u64) -> Option<LogId> {
+        let shared = self.2.upgrade()?;
+        let state = shared.state.read();
+        let purged = state.log.last_purged().filter(|p| p.index == index);
+        state.log.get(index).map(|entry| entry.log_id).or(purged)
     }
 
     /// fsyncs of the log since this node started (appends, truncates, purges, votes).
@@ -142,6 +156,7 @@ impl LogStore {
         CommittedHandle(
             self.shared.committed.clone(),
             self.shared.metrics.syncs.clone(),
+            Arc::downgrade(&self.shared),
         )
     }
 

@@ -25,9 +25,11 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::log_store::CommittedHandle;
 use crate::pb;
 use crate::pb::raft_transport_client::RaftTransportClient;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
+use crate::validate;
 
 /// Largest gRPC message accepted or sent (snapshot chunks and entry batches).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -245,16 +247,29 @@ impl RaftNetwork<TypeConfig> for Connection {
     }
 }
 
-/// Server side of the transport: feeds requests to the local `Raft`.
+/// Server side of the transport: checks requests ([`crate::validate`]) and feeds them to the
+/// local `Raft`.
 #[derive(Clone)]
 pub struct TransportService {
     raft: Raft,
+    me: NodeId,
+    /// The committed log id, which a peer's entries must not contradict.
+    committed: CommittedHandle,
 }
 
 impl TransportService {
-    pub fn new(raft: Raft) -> Self {
-        TransportService { raft }
+    pub(crate) fn new(raft: Raft, me: NodeId, committed: CommittedHandle) -> Self {
+        TransportService {
+            raft,
+            me,
+            committed,
+        }
     }
+}
+
+fn refused(rpc: &str, refusal: validate::Refusal) -> Status {
+    tracing::warn!(rpc, %refusal, "refused a malformed raft request");
+    Status::invalid_argument(format!("malformed {rpc}: {refusal}"))
 }
 
 fn decode_request<T: DeserializeOwned>(req: Request<pb::RaftRequest>) -> Result<T, Status> {
@@ -276,6 +291,8 @@ impl pb::raft_transport_server::RaftTransport for TransportService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let req: AppendEntriesRequest<TypeConfig> = decode_request(request)?;
+        validate::append_entries(self.me, &self.committed, &req)
+            .map_err(|r| refused("AppendEntries", r))?;
         reply(&self.raft.append_entries(req).await)
     }
 
@@ -284,6 +301,7 @@ impl pb::raft_transport_server::RaftTransport for TransportService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let req: VoteRequest<NodeId> = decode_request(request)?;
+        validate::vote(self.me, &req).map_err(|r| refused("Vote", r))?;
         reply(&self.raft.vote(req).await)
     }
 
@@ -292,6 +310,7 @@ impl pb::raft_transport_server::RaftTransport for TransportService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let req: InstallSnapshotRequest<TypeConfig> = decode_request(request)?;
+        validate::install_snapshot(self.me, &req).map_err(|r| refused("InstallSnapshot", r))?;
         reply(&self.raft.install_snapshot(req).await)
     }
 }

@@ -350,15 +350,21 @@ impl<S: ReplicatedState> RaftNode<S> {
         RaftTransportServer<TransportService>,
         RaftAdminServer<AdminService<S>>,
     ) {
-        let transport = RaftTransportServer::new(TransportService::new(self.raft.clone()))
+        let transport = RaftTransportServer::new(self.transport_service())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let admin = RaftAdminServer::new(AdminService::new(
-            self.raft.clone(),
-            self.committed.clone(),
-            self.sm.clone(),
-        ));
+        let admin = RaftAdminServer::new(self.admin_service());
         (transport, admin)
+    }
+
+    /// The node-to-node transport's handlers alone, to call in process (the fuzz targets).
+    pub fn transport_service(&self) -> TransportService {
+        TransportService::new(self.raft.clone(), self.id, self.committed.clone())
+    }
+
+    /// The admin API's handlers alone, to call in process (the fuzz targets).
+    pub fn admin_service(&self) -> AdminService<S> {
+        AdminService::new(self.raft.clone(), self.committed.clone(), self.sm.clone())
     }
 
     /// Both services as tonic `Routes` (`Server::builder().add_routes(node.routes())`).

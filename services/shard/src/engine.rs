@@ -984,6 +984,12 @@ impl ShardEngine {
         self.metrics.sizes(&self.status());
     }
 
+    /// Checks the lock table's invariants ([`LockTable::check_invariants`]): for tests and the
+    /// fuzz targets, which call it after every request.
+    pub fn check_lock_table(&self) -> Result<(), String> {
+        self.inner.lock().locks.check_invariants()
+    }
+
     pub fn status(&self) -> ShardStatus {
         let inner = self.inner.lock();
         let (keys, records, applied, data_bytes) = self.log.read(|state| {

@@ -108,11 +108,30 @@ pub struct RateLimited<S> {
     rates: Option<Arc<ClientRates>>,
 }
 
-impl<S> RateLimited<S> {
-    pub fn new(inner: S, rates: Option<Arc<ClientRates>>) -> Self {
-        Self { inner, rates }
-    }
+/// Wraps each service in [`RateLimited`]; a named layer, so that the server's type can be named.
+#[derive(Clone, Default)]
+pub struct RateLimitLayer {
+    rates: Option<Arc<ClientRates>>,
+}
 
+impl RateLimitLayer {
+    pub fn new(rates: Option<Arc<ClientRates>>) -> Self {
+        Self { rates }
+    }
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
+
+    fn layer(&self, inner: S) -> RateLimited<S> {
+        RateLimited {
+            inner,
+            rates: self.rates.clone(),
+        }
+    }
+}
+
+impl<S> RateLimited<S> {
     /// The client that sent `extensions`' request, when it is over its rate.
     fn over_rate(&self, extensions: &http::Extensions) -> Option<(Client, RateLimit)> {
         let rates = self.rates.as_ref()?;

@@ -1,6 +1,7 @@
 //! JSON-RPC middleware: invalid-params errors say what is wrong in their message, as geth's do
 //! (jsonrpsee puts the reason in `data` under a bare "Invalid params", which client libraries
-//! do not show); and the calls of a batch run concurrently (jsonrpsee runs them one after
+//! do not show); subscriptions over HTTP are refused with geth's "notifications not supported",
+//! not jsonrpsee's "Internal error"; and the calls of a batch run concurrently (jsonrpsee runs them one after
 //! another, so a burst of transactions batched by a client would wait on each other).
 
 use std::collections::HashSet;
@@ -12,7 +13,10 @@ use jsonrpsee::server::middleware::rpc::{Batch, BatchEntry, Notification, Reques
 use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::Value;
 
-use crate::rpc::error::INVALID_PARAMS;
+use crate::rpc::error::{INTERNAL_ERROR, INVALID_PARAMS};
+
+/// JSON-RPC's "method not found", which geth also uses for subscriptions over HTTP.
+const METHOD_NOT_FOUND: i32 = -32601;
 
 /// jsonrpsee's message for every invalid-params error.
 const JSONRPSEE_INVALID_PARAMS: &str = "Invalid params";
@@ -26,12 +30,30 @@ pub struct Clarify<S> {
     known_methods: Arc<HashSet<String>>,
 }
 
-impl<S> Clarify<S> {
-    pub fn new(inner: S, max_response_body_size: u32, known_methods: Arc<HashSet<String>>) -> Self {
+/// Wraps each service in [`Clarify`]; a named layer, so that the server's type can be named.
+#[derive(Clone, Debug)]
+pub struct ClarifyLayer {
+    max_response_body_size: usize,
+    known_methods: Arc<HashSet<String>>,
+}
+
+impl ClarifyLayer {
+    pub fn new(max_response_body_size: u32, known_methods: Arc<HashSet<String>>) -> Self {
         Self {
-            inner,
             max_response_body_size: max_response_body_size as usize,
             known_methods,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ClarifyLayer {
+    type Service = Clarify<S>;
+
+    fn layer(&self, inner: S) -> Clarify<S> {
+        Clarify {
+            inner,
+            max_response_body_size: self.max_response_body_size,
+            known_methods: Arc::clone(&self.known_methods),
         }
     }
 }
@@ -56,19 +78,15 @@ where
         let known = self.known_methods.contains(request.method_name());
         async move {
             let id = request.id().into_owned();
-            let method = if known {
-                request.method_name().to_owned()
-            } else {
-                "unknown".to_owned()
-            };
+            let method = request.method_name().to_owned();
             let started = std::time::Instant::now();
             let response = inner.call(request).await;
-            let response = match clarified(&response) {
+            let response = match clarified(&method, &response) {
                 Some(error) => MethodResponse::error(id, error),
                 None => response,
             };
             parsec_telemetry::RpcMetrics::global().record(
-                &method,
+                if known { &method } else { "unknown" },
                 started.elapsed(),
                 response.as_error_code(),
             );
@@ -122,9 +140,20 @@ where
     }
 }
 
-/// The error of `response` with its reason as the message, when it is jsonrpsee's bare
-/// invalid-params error.
-fn clarified(response: &MethodResponse) -> Option<ErrorObjectOwned> {
+/// The error `response` should have been: the reason as the message of jsonrpsee's bare
+/// invalid-params error; geth's answer to a subscription over HTTP, where jsonrpsee answers
+/// "Internal error" (found by the `json_rpc` fuzz target: nothing failed, the transport simply
+/// cannot carry notifications).
+fn clarified(method: &str, response: &MethodResponse) -> Option<ErrorObjectOwned> {
+    if response.as_error_code() == Some(INTERNAL_ERROR)
+        && matches!(method, "eth_subscribe" | "eth_unsubscribe")
+    {
+        return Some(ErrorObjectOwned::owned(
+            METHOD_NOT_FOUND,
+            "notifications not supported",
+            None::<()>,
+        ));
+    }
     if response.as_error_code() != Some(INVALID_PARAMS) {
         return None;
     }

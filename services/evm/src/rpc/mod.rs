@@ -26,4 +26,4 @@ pub mod server;
 
 pub use clients::RateLimit;
 pub use error::revert_reason;
-pub use server::{RpcError, RpcHandle, RpcOptions, serve};
+pub use server::{InProcessRpc, RpcError, RpcHandle, RpcOptions, serve};

@@ -9,23 +9,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use http_body_util::BodyExt;
+use jsonrpsee::core::BoxError;
 use jsonrpsee::server::middleware::rpc::RpcServiceBuilder;
 use jsonrpsee::server::{
-    BatchRequestConfig, Server, ServerConfig, ServerHandle, serve_with_graceful_shutdown,
-    stop_channel,
+    BatchRequestConfig, HttpBody, Server, ServerBuilder, ServerConfig, ServerHandle, TowerService,
+    serve_with_graceful_shutdown, stop_channel,
 };
 use jsonrpsee::{Methods, RpcModule};
 use tokio::net::TcpListener;
 use tower::Service;
+use tower::layer::util::{Identity, Stack};
 use tower_http::cors::CorsLayer;
 
 use crate::chain::Chain;
 use crate::rpc::api::{ApiSettings, EthApi, EthRpcServer};
-use crate::rpc::clients::{Client, ClientRates, ConnectionSlots, RateLimit, RateLimited};
+use crate::rpc::clients::{Client, ClientRates, ConnectionSlots, RateLimit, RateLimitLayer};
 use crate::rpc::filters::FilterRegistry;
 use crate::rpc::ids::HexIdProvider;
 use crate::rpc::logs::LogLimits;
-use crate::rpc::middleware::Clarify;
+use crate::rpc::middleware::ClarifyLayer;
 
 const GWEI: u128 = 1_000_000_000;
 
@@ -131,19 +134,14 @@ impl RpcHandle {
     }
 }
 
-/// Serves Ethereum JSON-RPC for `chain` on `listen` (HTTP and WebSocket on the same port).
-pub async fn serve(
-    chain: Arc<dyn Chain>,
-    listen: SocketAddr,
-    options: RpcOptions,
-) -> Result<RpcHandle, RpcError> {
-    let bind = |source| RpcError::Bind {
-        addr: listen,
-        source,
-    };
-    let listener = TcpListener::bind(listen).await.map_err(bind)?;
-    let local_addr = listener.local_addr().map_err(bind)?;
+/// The HTTP layers in front of the JSON-RPC methods: permissive CORS.
+type HttpLayers = Stack<CorsLayer, Identity>;
+/// The JSON-RPC layers around each call and batch: [`ClarifyLayer`] outside, so that it runs a
+/// batch's calls through the rate limit one by one (each call counts), then [`RateLimitLayer`].
+type RpcLayers = Stack<RateLimitLayer, Stack<ClarifyLayer, Identity>>;
 
+/// The methods over `chain`, with their filter registry and settings.
+fn methods(chain: Arc<dyn Chain>, options: &RpcOptions) -> Result<RpcModule<()>, RpcError> {
     let filters = Arc::new(FilterRegistry::new(
         options.filter_timeout,
         options.max_filters,
@@ -158,9 +156,15 @@ pub async fn serve(
     };
     let mut module = RpcModule::new(());
     module.merge(EthApi::new(chain, filters, settings).into_rpc())?;
-    let known_methods: Arc<HashSet<String>> =
-        Arc::new(module.method_names().map(str::to_owned).collect());
+    Ok(module)
+}
 
+/// The server's configuration and middleware for `module`, before it meets a socket.
+fn builder(
+    options: &RpcOptions,
+    module: &RpcModule<()>,
+    rates: Option<Arc<ClientRates>>,
+) -> ServerBuilder<HttpLayers, RpcLayers> {
     let config = ServerConfig::builder()
         .max_request_body_size(options.max_request_body_size)
         .max_response_body_size(options.max_response_body_size)
@@ -169,20 +173,39 @@ pub async fn serve(
         .set_batch_request_config(BatchRequestConfig::Limit(options.max_batch_len))
         .set_id_provider(HexIdProvider)
         .build();
+    let known_methods: Arc<HashSet<String>> =
+        Arc::new(module.method_names().map(str::to_owned).collect());
+    Server::builder()
+        .set_config(config)
+        .set_http_middleware(tower::ServiceBuilder::new().layer(CorsLayer::permissive()))
+        .set_rpc_middleware(
+            RpcServiceBuilder::new()
+                .layer(ClarifyLayer::new(
+                    options.max_response_body_size,
+                    known_methods,
+                ))
+                .layer(RateLimitLayer::new(rates)),
+        )
+}
+
+/// Serves Ethereum JSON-RPC for `chain` on `listen` (HTTP and WebSocket on the same port).
+pub async fn serve(
+    chain: Arc<dyn Chain>,
+    listen: SocketAddr,
+    options: RpcOptions,
+) -> Result<RpcHandle, RpcError> {
+    let bind = |source| RpcError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind)?;
+    let local_addr = listener.local_addr().map_err(bind)?;
+    let module = methods(chain, &options)?;
     let rates = options.rate_limit.map(ClientRates::new);
     if let Some(rates) = &rates {
         rates.spawn_pruning(Duration::from_secs(60));
     }
-    let max_response = options.max_response_body_size;
-    // Clarify runs a batch's calls through the rate limiter one by one: each call counts.
-    let rpc_middleware = RpcServiceBuilder::new()
-        .layer_fn(move |service| Clarify::new(service, max_response, Arc::clone(&known_methods)))
-        .layer_fn(move |service| RateLimited::new(service, rates.clone()));
-    let services = Server::builder()
-        .set_config(config)
-        .set_http_middleware(tower::ServiceBuilder::new().layer(CorsLayer::permissive()))
-        .set_rpc_middleware(rpc_middleware)
-        .to_service_builder();
+    let services = builder(&options, &module, rates).to_service_builder();
     let (stop, handle) = stop_channel();
     let slots = ConnectionSlots::new(
         options.max_open_connections,
@@ -238,4 +261,40 @@ pub async fn serve(
     });
     tracing::info!(%local_addr, "JSON-RPC listening (HTTP and WebSocket)");
     Ok(RpcHandle { local_addr, handle })
+}
+
+/// The server's whole HTTP request path without a socket: the same configuration, limits,
+/// middleware (CORS, clear invalid-params messages, concurrent batches; no client address, so no per-client limit) and methods as
+/// [`serve`]. For the fuzz targets, which must reach every layer an HTTP client reaches.
+pub struct InProcessRpc {
+    service: TowerService<RpcLayers, HttpLayers>,
+    /// Keeps the service's stop signal open for as long as it serves.
+    _server: ServerHandle,
+}
+
+impl InProcessRpc {
+    pub fn new(chain: Arc<dyn Chain>, options: RpcOptions) -> Result<Self, RpcError> {
+        let (stop, server) = stop_channel();
+        let module = methods(chain, &options)?;
+        let rates = options.rate_limit.map(ClientRates::new);
+        let service = builder(&options, &module, rates)
+            .to_service_builder()
+            .build(Methods::from(module), stop);
+        Ok(Self {
+            service,
+            _server: server,
+        })
+    }
+
+    /// POSTs `body` as `application/json`, as an HTTP client would; returns the status and
+    /// the body of the answer.
+    pub async fn post(&self, body: Vec<u8>) -> Result<(http::StatusCode, String), BoxError> {
+        let request = http::Request::post("/")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(HttpBody::from(body))?;
+        let response = self.service.clone().call(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
 }
