@@ -14,7 +14,7 @@ pub mod transport;
 
 pub use error::BrokerError;
 pub use peers::ShardPeers;
-pub use transaction::{CommitOutcome, Transaction};
+pub use transaction::{CommitOutcome, Transaction, Visible};
 pub use transport::{GrpcShard, LocalShard, ShardTransport};
 
 use parsec_core::{AgentId, Directory, Key, Settings, ShardId, Ticket, Value};

@@ -7,6 +7,7 @@ use parsec_proto as pb;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// How a transaction committed; tells how many rounds the client waited for.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -20,6 +21,21 @@ pub enum CommitOutcome {
     /// Writes on several shards: every participant prepared; the commit phase runs in the
     /// background.
     TwoPhase,
+}
+
+/// Resolves once lock-free reads on every shard see a commit's writes: at once for a commit on
+/// one shard; after the background commit phase for one across shards (or once that phase
+/// gives a shard up to recovery).
+#[derive(Debug)]
+pub struct Visible(Option<oneshot::Receiver<()>>);
+
+impl Visible {
+    pub async fn wait(self) {
+        if let Some(receiver) = self.0 {
+            // Sent or dropped, the commit phase is over either way.
+            let _ = receiver.await;
+        }
+    }
 }
 
 #[derive(Default)]
@@ -39,6 +55,8 @@ pub struct Transaction {
     finished: bool,
     /// Run a two-shard commit's commit phase before answering (see [`Self::commit_visible`]).
     wait_for_commit_phase: bool,
+    /// Told when a background commit phase has run (see [`Self::commit_then_visible`]).
+    visible: Option<oneshot::Sender<()>>,
 }
 
 impl Transaction {
@@ -50,6 +68,7 @@ impl Transaction {
             participants: BTreeMap::new(),
             finished: false,
             wait_for_commit_phase: false,
+            visible: None,
         }
     }
 
@@ -196,6 +215,19 @@ impl Transaction {
         self.commit(writes).await
     }
 
+    /// As [`Self::commit`] (a commit across shards answers at its commit point), with a
+    /// [`Visible`] for whoever must not publish the commit before lock-free reads see it, e.g.
+    /// the block that will list the transaction.
+    pub async fn commit_then_visible(
+        mut self,
+        writes: WriteSet,
+    ) -> Result<(CommitOutcome, Visible), BrokerError> {
+        let (sender, receiver) = oneshot::channel();
+        self.visible = Some(sender);
+        let outcome = self.commit(writes).await?;
+        Ok((outcome, Visible(Some(receiver))))
+    }
+
     async fn run_commit(&mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
         let directory = self.broker.directory();
         let mut shard_writes: BTreeMap<ShardId, Vec<pb::KeyValue>> = BTreeMap::new();
@@ -258,7 +290,14 @@ impl Transaction {
                         });
                     }
                 } else {
-                    tokio::spawn(complete_commit(broker, ticket, attempt, write_shards));
+                    let visible = self.visible.take();
+                    tokio::spawn(complete_commit(
+                        broker,
+                        ticket,
+                        attempt,
+                        write_shards,
+                        visible,
+                    ));
                 }
                 Ok(CommitOutcome::TwoPhase)
             }
@@ -420,9 +459,19 @@ fn is_unknown_outcome(error: &pb::ShardError) -> bool {
 }
 
 /// The second phase of a two-phase commit: commit on every writing shard (retrying until each
-/// has applied it), then let them forget the ticket.
-async fn complete_commit(broker: Arc<Broker>, ticket: Ticket, attempt: u32, shards: Vec<ShardId>) {
-    if commit_round(&broker, ticket, attempt, &shards).await {
+/// has applied it), tell `visible`, then let the shards forget the ticket.
+async fn complete_commit(
+    broker: Arc<Broker>,
+    ticket: Ticket,
+    attempt: u32,
+    shards: Vec<ShardId>,
+    visible: Option<oneshot::Sender<()>>,
+) {
+    let committed = commit_round(&broker, ticket, attempt, &shards).await;
+    if let Some(visible) = visible {
+        let _ = visible.send(());
+    }
+    if committed {
         finish_round(&broker, ticket, attempt, &shards).await;
     }
 }

@@ -339,6 +339,36 @@ async fn transfer(broker: &Arc<Broker>, from: Key, to: Key) -> u32 {
     panic!("transfer never committed: starvation");
 }
 
+/// `commit_then_visible` answers a two-shard commit at its commit point, as `commit` does, and
+/// its `Visible` resolves only once the commit phase has run everywhere. (On this
+/// single-threaded runtime, the background commit phase runs only when the test awaits.)
+#[tokio::test]
+async fn a_commit_tells_when_it_becomes_visible() {
+    let c = cluster(2);
+    let keys = c.keys_on(&[0, 1]);
+    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
+    txn.lock(&[
+        (keys[0].clone(), LockMode::Write),
+        (keys[1].clone(), LockMode::Write),
+    ])
+    .await
+    .unwrap();
+    let (outcome, visible) = txn
+        .commit_then_visible(writes(&[(&keys[0], "a"), (&keys[1], "b")]))
+        .await
+        .unwrap();
+    assert_eq!(outcome, CommitOutcome::TwoPhase);
+    assert!(
+        c.value(&keys[0]).is_empty() && c.value(&keys[1]).is_empty(),
+        "answered at the commit point, before the commit phase"
+    );
+    visible.wait().await;
+    assert_eq!(c.value(&keys[0]), "a");
+    assert_eq!(c.value(&keys[1]), "b");
+    settle(&c).await;
+    c.assert_quiescent();
+}
+
 /// A two-shard commit answered by `commit_visible` has run its commit phase: lock-free reads on
 /// both shards see it at once. (On this single-threaded runtime, a background commit phase
 /// could not have run before the check.)

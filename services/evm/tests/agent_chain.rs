@@ -63,8 +63,8 @@ async fn a_burst_of_consecutive_nonces_commits_and_seals_into_stable_blocks() {
         hashes.push(send.unwrap().expect("every nonce of the burst commits"));
     }
     let blocks = sealed(&w.chain, &hashes).await;
-    // Lock-free reads see a cross-shard commit once its second phase lands (after the client's
-    // answer, well before its block seals).
+    // A block seals once lock-free reads see its transactions (a cross-shard commit is
+    // answered before its commit phase lands).
     assert_eq!(
         w.chain.account(bob).await.unwrap().balance,
         U256::from(12_000)
@@ -273,12 +273,18 @@ async fn a_sender_cannot_hold_more_than_its_share_of_the_agent() {
             "a future nonce fails when its gap does not close"
         );
     }
+    let mut hashes = Vec::new();
     for raw in &raws {
-        chain
-            .send_raw_transaction(raw.clone())
-            .await
-            .expect("in order, every transaction commits");
+        hashes.push(
+            chain
+                .send_raw_transaction(raw.clone())
+                .await
+                .expect("in order, every transaction commits"),
+        );
     }
+    // A cross-shard commit is answered at its commit point; lock-free reads see it once its
+    // block seals.
+    sealed(&chain, &hashes).await;
     assert_eq!(chain.account(alice.address()).await.unwrap().nonce, 4);
 }
 

@@ -27,6 +27,10 @@ use crate::reader::{ReadError, StateReader};
 use crate::state::{self, AccountRecord};
 use crate::tx::{SignedTx, TxError, decode_transaction};
 
+/// Longest a block waits for a listed transaction's writes to become visible (a cross-shard
+/// commit phase runs after the client's answer; it takes a Raft round unless a shard is down).
+const VISIBLE_WAIT: Duration = Duration::from_secs(2);
+
 /// How the agent's chain behaves.
 #[derive(Clone, Debug)]
 pub struct ChainSettings {
@@ -287,12 +291,19 @@ impl AgentChain {
         *hints.lock() = executed.stats.locked.clone();
         // The transaction's location record is written with its block part, not here: here
         // it would be one more key, on a random shard, making most commits two-phase.
-        access
+        let (_, visible) = access
             .into_transaction()
-            .commit(executed.writes)
+            .commit_then_visible(executed.writes)
             .await
             .map_err(AttemptError::broker)?;
-        stamp.commit(PartTx::new(&tx.envelope, &executed.receipt));
+        // The client hears at the commit point; the block (and so the receipt) waits until
+        // lock-free reads see the writes, so that a client holding the receipt reads the new
+        // state. Bounded: a shard that cannot be reached must not hold every block back.
+        let listed = stamp.commit(PartTx::new(&tx.envelope, &executed.receipt));
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(VISIBLE_WAIT, visible.wait()).await;
+            drop(listed);
+        });
         Ok(executed.receipt)
     }
 }

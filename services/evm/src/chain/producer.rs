@@ -61,12 +61,16 @@ pub struct BlockProducer {
     head: watch::Sender<u64>,
 }
 
-/// A running attempt's block. Dropped without [`Stamp::commit`], it no longer holds its block
-/// open.
+/// A running attempt's block, held open until the stamp (or its [`Listed`]) is dropped.
 pub struct Stamp {
     producer: Arc<BlockProducer>,
     block: u64,
-    done: bool,
+}
+
+/// A committed transaction listed in its block, which stays open until this is dropped: drop it
+/// once lock-free reads see the transaction's writes.
+pub struct Listed {
+    _stamp: Stamp,
 }
 
 impl Stamp {
@@ -79,20 +83,23 @@ impl Stamp {
         self.producer.book.lock().view.timestamp(self.block)
     }
 
-    /// The attempt committed `tx`: it goes into this agent's part of the block.
-    pub fn commit(mut self, tx: PartTx) {
-        let mut book = self.producer.book.lock();
-        release(&mut book, self.block);
-        book.pending.entry(self.block).or_default().push(tx);
-        self.done = true;
+    /// The attempt committed `tx`: it goes into this agent's part of the block, in commit
+    /// order.
+    pub fn commit(self, tx: PartTx) -> Listed {
+        self.producer
+            .book
+            .lock()
+            .pending
+            .entry(self.block)
+            .or_default()
+            .push(tx);
+        Listed { _stamp: self }
     }
 }
 
 impl Drop for Stamp {
     fn drop(&mut self) {
-        if !self.done {
-            release(&mut self.producer.book.lock(), self.block);
-        }
+        release(&mut self.producer.book.lock(), self.block);
     }
 }
 
@@ -155,7 +162,6 @@ impl BlockProducer {
         Ok(Stamp {
             producer: Arc::clone(self),
             block,
-            done: false,
         })
     }
 
