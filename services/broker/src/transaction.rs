@@ -30,6 +30,11 @@ pub enum CommitOutcome {
 pub struct Visible(Option<oneshot::Receiver<()>>);
 
 impl Visible {
+    /// Whether the writes may not be visible yet (a commit phase is still running).
+    pub fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub async fn wait(self) {
         if let Some(receiver) = self.0 {
             // Sent or dropped, the commit phase is over either way.
@@ -53,8 +58,6 @@ pub struct Transaction {
     attempt: u32,
     participants: BTreeMap<ShardId, Participant>,
     finished: bool,
-    /// Run a two-shard commit's commit phase before answering (see [`Self::commit_visible`]).
-    wait_for_commit_phase: bool,
     /// Told when a background commit phase has run (see [`Self::commit_then_visible`]).
     visible: Option<oneshot::Sender<()>>,
 }
@@ -67,7 +70,6 @@ impl Transaction {
             attempt,
             participants: BTreeMap::new(),
             finished: false,
-            wait_for_commit_phase: false,
             visible: None,
         }
     }
@@ -210,9 +212,10 @@ impl Transaction {
     /// run, so that lock-free reads on every shard see the writes (unless a shard could not be
     /// reached, which leaves the commit to recovery). For records that others read without
     /// locks as soon as this returns, e.g. a block's parts once the block is reported.
-    pub async fn commit_visible(mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
-        self.wait_for_commit_phase = true;
-        self.commit(writes).await
+    pub async fn commit_visible(self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
+        let (outcome, visible) = self.commit_then_visible(writes).await?;
+        visible.wait().await;
+        Ok(outcome)
     }
 
     /// As [`Self::commit`] (a commit across shards answers at its commit point), with a
@@ -225,7 +228,9 @@ impl Transaction {
         let (sender, receiver) = oneshot::channel();
         self.visible = Some(sender);
         let outcome = self.commit(writes).await?;
-        Ok((outcome, Visible(Some(receiver))))
+        // Only a commit across shards has a phase left to run after answering.
+        let pending = (outcome == CommitOutcome::TwoPhase).then_some(receiver);
+        Ok((outcome, Visible(pending)))
     }
 
     async fn run_commit(&mut self, writes: WriteSet) -> Result<CommitOutcome, BrokerError> {
@@ -279,26 +284,13 @@ impl Transaction {
                 // Commit point: every participant has prepared, so the outcome is commit,
                 // whoever finishes it. Answer now and finish in the background.
                 self.finished = true;
-                let broker = Arc::clone(&self.broker);
-                let ticket = self.ticket;
-                let attempt = self.attempt;
-                if self.wait_for_commit_phase {
-                    // Visible once committed everywhere; forgetting the ticket can wait.
-                    if commit_round(&broker, ticket, attempt, &write_shards).await {
-                        tokio::spawn(async move {
-                            finish_round(&broker, ticket, attempt, &write_shards).await;
-                        });
-                    }
-                } else {
-                    let visible = self.visible.take();
-                    tokio::spawn(complete_commit(
-                        broker,
-                        ticket,
-                        attempt,
-                        write_shards,
-                        visible,
-                    ));
-                }
+                tokio::spawn(complete_commit(
+                    Arc::clone(&self.broker),
+                    self.ticket,
+                    self.attempt,
+                    write_shards,
+                    self.visible.take(),
+                ));
                 Ok(CommitOutcome::TwoPhase)
             }
         }

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use parsec_broker::{
-    Broker, BrokerError, BrokerSettings, CommitOutcome, LocalShard, ShardTransport,
+    Broker, BrokerError, BrokerSettings, CommitOutcome, LocalShard, ShardTransport, Transaction,
 };
 use parsec_core::{AgentId, Directory, Key, LockMode, ShardId, WriteSet};
 use parsec_shard::ShardService;
@@ -63,6 +63,14 @@ impl Cluster {
             .collect()
     }
 
+    /// A transaction with a new ticket, holding write locks on `keys`.
+    async fn write_locked(&self, keys: &[Key]) -> Transaction {
+        let mut txn = self.broker.begin(self.broker.ticket().await.unwrap(), 0);
+        let locks: Vec<_> = keys.iter().map(|k| (k.clone(), LockMode::Write)).collect();
+        txn.lock(&locks).await.unwrap();
+        txn
+    }
+
     /// Every shard's lock table and ticket records are empty.
     fn assert_quiescent(&self) {
         for engine in &self.engines {
@@ -108,13 +116,7 @@ async fn settle(cluster: &Cluster) {
 async fn single_shard_commits_in_one_phase() {
     let c = cluster(2);
     let keys = c.keys_on(&[0, 0]);
-    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-    txn.lock(&[
-        (keys[0].clone(), LockMode::Write),
-        (keys[1].clone(), LockMode::Write),
-    ])
-    .await
-    .unwrap();
+    let txn = c.write_locked(&keys).await;
     let outcome = txn
         .commit(writes(&[(&keys[0], "a"), (&keys[1], "b")]))
         .await
@@ -150,13 +152,7 @@ async fn a_reader_elsewhere_votes_read_only_and_the_writer_commits_in_one_phase(
 async fn writes_on_two_shards_commit_in_two_phases() {
     let c = cluster(2);
     let keys = c.keys_on(&[0, 1]);
-    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-    txn.lock(&[
-        (keys[0].clone(), LockMode::Write),
-        (keys[1].clone(), LockMode::Write),
-    ])
-    .await
-    .unwrap();
+    let txn = c.write_locked(&keys).await;
     let outcome = txn
         .commit(writes(&[(&keys[0], "x"), (&keys[1], "y")]))
         .await
@@ -205,23 +201,10 @@ async fn an_abandoned_transaction_releases_its_locks() {
     let c = cluster(2);
     let keys = c.keys_on(&[0, 1]);
     {
-        let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-        txn.lock(&[
-            (keys[0].clone(), LockMode::Write),
-            (keys[1].clone(), LockMode::Write),
-        ])
-        .await
-        .unwrap();
+        let _txn = c.write_locked(&keys).await;
         // Dropped without commit or rollback.
     }
-    let mut next = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-    next.lock(&[
-        (keys[0].clone(), LockMode::Write),
-        (keys[1].clone(), LockMode::Write),
-    ])
-    .await
-    .unwrap();
-    next.rollback().await;
+    c.write_locked(&keys).await.rollback().await;
     c.assert_quiescent();
 }
 
@@ -259,12 +242,7 @@ async fn concurrent_transfers_conserve_money_and_all_finish() {
         .map(|i| Bytes::from(format!("acct{i}")))
         .collect();
     // Fund every account in one multi-shard transaction.
-    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-    let locks: Vec<_> = accounts
-        .iter()
-        .map(|k| (k.clone(), LockMode::Write))
-        .collect();
-    txn.lock(&locks).await.unwrap();
+    let txn = c.write_locked(&accounts).await;
     let funding: WriteSet = accounts
         .iter()
         .map(|k| (k.clone(), Bytes::copy_from_slice(&START.to_le_bytes())))
@@ -346,13 +324,7 @@ async fn transfer(broker: &Arc<Broker>, from: Key, to: Key) -> u32 {
 async fn a_commit_tells_when_it_becomes_visible() {
     let c = cluster(2);
     let keys = c.keys_on(&[0, 1]);
-    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-    txn.lock(&[
-        (keys[0].clone(), LockMode::Write),
-        (keys[1].clone(), LockMode::Write),
-    ])
-    .await
-    .unwrap();
+    let txn = c.write_locked(&keys).await;
     let (outcome, visible) = txn
         .commit_then_visible(writes(&[(&keys[0], "a"), (&keys[1], "b")]))
         .await
@@ -376,13 +348,7 @@ async fn a_commit_tells_when_it_becomes_visible() {
 async fn a_visible_commit_is_readable_everywhere_when_it_answers() {
     let c = cluster(2);
     let keys = c.keys_on(&[0, 1]);
-    let mut txn = c.broker.begin(c.broker.ticket().await.unwrap(), 0);
-    txn.lock(&[
-        (keys[0].clone(), LockMode::Write),
-        (keys[1].clone(), LockMode::Write),
-    ])
-    .await
-    .unwrap();
+    let txn = c.write_locked(&keys).await;
     let outcome = txn
         .commit_visible(writes(&[(&keys[0], "a"), (&keys[1], "b")]))
         .await
